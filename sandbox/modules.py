@@ -1,0 +1,145 @@
+"""The modules handlers may import, as facades holding only vetted names; no untrusted input.
+
+A handler never receives a real module: `json.codecs.builtins`, `re.enum.sys` and the like
+lead out of the sandbox. A Facade holds only the functions, classes and constants listed
+here; each list leaves out what reaches a module, the filesystem, the process or global
+state, with the reason beside it. tests/test_modules.py walks everything reachable from
+every facade and fails if it finds a module, frame, code object or mutable container.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random as _random
+from collections.abc import Mapping
+from typing import Any
+
+ALLOWED_MODULES: dict[str, frozenset[str]] = {
+    # dumps/loads only: the encoder/decoder classes expose their module's internals.
+    "json": frozenset({"dumps", "loads", "JSONDecodeError"}),
+    "math": frozenset({
+        "ceil", "floor", "trunc", "fabs", "sqrt", "isqrt", "exp", "log", "log2", "log10",
+        "pow", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "hypot", "degrees",
+        "radians", "isclose", "isfinite", "isinf", "isnan", "gcd", "lcm", "fsum", "prod",
+        "comb", "perm", "factorial", "copysign", "fmod", "modf", "remainder", "dist",
+        "pi", "e", "tau", "inf", "nan",
+    }),
+    # no `re.enum`, `re.sre_compile` etc.: real modules hang off the real `re`.
+    "re": frozenset({
+        "compile", "search", "match", "fullmatch", "findall", "finditer", "sub", "subn",
+        "split", "escape", "error", "IGNORECASE", "I", "MULTILINE", "M", "DOTALL", "S",
+        "VERBOSE", "X", "ASCII", "A",
+    }),
+    # no `datetime.sys`; strftime/strptime import `time` and `_strptime` from C (see imports).
+    "datetime": frozenset({
+        "date", "datetime", "time", "timedelta", "timezone", "MINYEAR", "MAXYEAR",
+    }),
+    # no sleep (the timer family); no tzset (changes the worker's process-wide zone).
+    "time": frozenset({
+        "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",
+        "gmtime", "localtime", "mktime", "strftime", "strptime", "asctime", "ctime",
+        "struct_time", "timezone", "altzone", "daylight",
+    }),
+    # no namedtuple: it builds classes by exec-ing generated source.
+    "collections": frozenset({"OrderedDict", "Counter", "defaultdict", "deque", "ChainMap"}),
+    "itertools": frozenset({
+        "accumulate", "chain", "combinations", "combinations_with_replacement", "compress",
+        "count", "cycle", "dropwhile", "filterfalse", "groupby", "islice", "pairwise",
+        "permutations", "product", "repeat", "starmap", "takewhile", "tee", "zip_longest",
+    }),
+    # no getcontext/setcontext/localcontext: the context is process-wide state.
+    "decimal": frozenset({
+        "Decimal", "InvalidOperation", "DivisionByZero", "ROUND_HALF_UP", "ROUND_HALF_EVEN",
+        "ROUND_HALF_DOWN", "ROUND_UP", "ROUND_DOWN", "ROUND_CEILING", "ROUND_FLOOR",
+    }),
+    # bound to a SystemRandom: no seed/state shared between invocations or forked workers.
+    "random": frozenset({
+        "random", "randint", "randrange", "choice", "choices", "shuffle", "sample", "uniform",
+        "gauss", "Random",
+    }),
+    # no uuid1/getnode: finding the MAC address may start a subprocess.
+    "uuid": frozenset({
+        "uuid3", "uuid4", "uuid5", "UUID", "NAMESPACE_DNS", "NAMESPACE_URL", "NAMESPACE_OID",
+        "NAMESPACE_X500",
+    }),
+    "base64": frozenset({
+        "b64encode", "b64decode", "urlsafe_b64encode", "urlsafe_b64decode",
+        "standard_b64encode", "standard_b64decode", "b32encode", "b32decode", "b16encode",
+        "b16decode",
+    }),
+    "hashlib": frozenset({
+        "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha3_256", "sha3_512",
+        "blake2b", "blake2s",
+    }),
+    "hmac": frozenset({"new", "compare_digest", "digest"}),
+    # constants and capwords only: string.Formatter traverses attributes in its fields.
+    "string": frozenset({
+        "ascii_letters", "ascii_lowercase", "ascii_uppercase", "digits", "hexdigits",
+        "octdigits", "punctuation", "printable", "whitespace", "capwords",
+    }),
+    "statistics": frozenset({
+        "mean", "fmean", "median", "median_low", "median_high", "mode", "multimode", "stdev",
+        "pstdev", "variance", "pvariance", "StatisticsError",
+    }),
+    "html": frozenset({"escape", "unescape"}),
+    "urllib": frozenset({"parse"}),
+    "urllib.parse": frozenset({
+        "quote", "quote_plus", "unquote", "unquote_plus", "urlencode", "urlparse",
+        "urlsplit", "urlunparse", "urlunsplit", "urljoin", "parse_qs", "parse_qsl",
+    }),
+}
+
+FORBIDDEN_MODULE_ATTRS = frozenset({("time", "sleep")})
+"""Names of allowed modules that belong to the timer family: refused with its hint."""
+
+_SYSTEM_RANDOM = _random.SystemRandom()
+
+
+class Facade:
+    """A read-only stand-in for a module that holds only vetted names."""
+
+    def __init__(self, name: str, exports: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_facade_name", name)
+        self.__dict__.update(exports)
+
+    def __getattr__(self, attr: str) -> Any:
+        name = object.__getattribute__(self, "_facade_name")
+        if (name, attr) in FORBIDDEN_MODULE_ATTRS:
+            raise AttributeError(f"{name}.{attr} is not available in handlers: they cannot "
+                                 "sleep or start timers. Use a scheduled event to run code later.")
+        raise AttributeError(f"{name}.{attr} is not available in handlers")
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise AttributeError("handler modules are read-only")
+
+    def __delattr__(self, attr: str) -> None:
+        raise AttributeError("handler modules are read-only")
+
+    def __repr__(self) -> str:
+        return f"<handler module {object.__getattribute__(self, '_facade_name')}>"
+
+
+_FACADES: dict[str, Facade] = {}
+
+
+def facade(dotted: str) -> Facade:
+    """The facade of an allowed module (built once per process, then shared read-only)."""
+    found = _FACADES.get(dotted)
+    if found is None:
+        found = _FACADES[dotted] = Facade(dotted, _exports(dotted))
+    return found
+
+
+def _exports(dotted: str) -> dict[str, Any]:
+    names = ALLOWED_MODULES[dotted]
+    if dotted == "random":
+        real: Any = _SYSTEM_RANDOM
+        return {n: getattr(real, n) if n != "Random" else _random.Random for n in names}
+    real = importlib.import_module(dotted)
+    exports = {}
+    for n in names:
+        if f"{dotted}.{n}" in ALLOWED_MODULES:
+            exports[n] = facade(f"{dotted}.{n}")
+        elif hasattr(real, n):
+            exports[n] = getattr(real, n)
+    return exports

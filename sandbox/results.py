@@ -1,0 +1,83 @@
+"""Turns a handler's return value into JSON bytes; the value is untrusted.
+
+Plain JSON only: None, bool, int, finite float, str, list/tuple, and dict with str keys,
+no cycles, at most `max_depth` deep and `max_bytes` long. Anything else is a ResultError that
+says what the value is and where it sits: `value['items'][3]: set is not JSON`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from sandbox.errors import ResultError
+
+MAX_DEPTH = 100
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def to_json_bytes(value: Any, max_bytes: int, max_depth: int = MAX_DEPTH) -> bytes:
+    """Validate `value` as plain bounded JSON and encode it compactly as UTF-8."""
+    _Checker(max_bytes, max_depth).check(value, "value", 0)
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False,
+                             separators=(",", ":")).encode("utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError) as exc:  # e.g. int beyond 4300 digits
+        raise ResultError(f"value: cannot be encoded as JSON ({exc})") from None
+    if len(encoded) > max_bytes:
+        raise ResultError(f"value: result is {len(encoded)} bytes, over the limit of "
+                          f"{max_bytes}")
+    return encoded
+
+
+class _Checker:
+    """Walks the value once (recursion bounded by max_depth), counting an estimate of the size
+    so a huge result fails before it is encoded."""
+
+    def __init__(self, max_bytes: int, max_depth: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+        self.size = 0
+        self.path_ids: set[int] = set()
+
+    def check(self, value: Any, where: str, depth: int) -> None:
+        kind = type(value)
+        if kind in _SCALARS:
+            self._grow(len(value) if kind is str else 8, where)
+            return
+        if kind is float:
+            if not math.isfinite(value):
+                raise ResultError(f"{where}: {value!r} is not JSON (NaN and Infinity are not)")
+            self._grow(8, where)
+            return
+        if kind not in (list, tuple, dict):
+            raise ResultError(f"{where}: {_type_name(value)} is not JSON")
+        if depth >= self.max_depth:
+            raise ResultError(f"{where}: nested deeper than {self.max_depth} levels")
+        if id(value) in self.path_ids:
+            raise ResultError(f"{where}: contains itself (a cycle)")
+        self.path_ids.add(id(value))
+        self._grow(2, where)
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise ResultError(f"{where}: key {key!r} is a {_type_name(key)}, "
+                                      "JSON object keys must be strings")
+                self._grow(len(key) + 4, where)
+                self.check(item, f"{where}[{key!r}]", depth + 1)
+        else:
+            for index, item in enumerate(value):
+                self._grow(1, where)
+                self.check(item, f"{where}[{index}]", depth + 1)
+        self.path_ids.discard(id(value))
+
+    def _grow(self, amount: int, where: str) -> None:
+        self.size += amount
+        if self.size > self.max_bytes:
+            raise ResultError(f"{where}: result is over the limit of {self.max_bytes} bytes")
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__

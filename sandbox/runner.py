@@ -1,0 +1,104 @@
+"""Runs a compiled handler in this process: exec the module fresh, resolve, call, encode.
+
+Untrusted code runs here. The runtime's worker calls this behind the process boundary and
+OS limits; tests call it directly. It never enforces time: the host owns every deadline.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.errors import HandlerError, HandlerNotFound
+from sandbox.namespace import LogCapture, new_namespace
+from sandbox.policy import CompiledHandler, compile_handler
+from sandbox.results import to_json_bytes
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-invocation output caps, in bytes (characters for logs)."""
+
+    max_log_bytes: int = 64 * 1024
+    max_result_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What one successful call produced: the result as JSON bytes, and the captured logs."""
+
+    result_json: bytes
+    logs: str
+
+
+def load_module(compiled: CompiledHandler, logs: LogCapture) -> dict[str, Any]:
+    """Execute the module body in a fresh namespace; module-level errors are HandlerErrors."""
+    namespace = new_namespace(logs, module_name=compiled.filename.rsplit(".", 1)[0])
+    try:
+        exec(compiled.code, namespace)
+    except BaseException as exc:  # noqa: BLE001 - anything the handler raises is its error
+        raise handler_error(exc, compiled) from None
+    return namespace
+
+
+def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
+    """`exports[name]` when the module defines an `exports` dict, else the function `name`."""
+    exports = namespace.get("exports")
+    if isinstance(exports, dict):
+        if name not in exports:
+            raise HandlerNotFound(f"handler {name!r} not found: exports has no key {name!r}")
+        found = exports[name]
+    elif name in namespace and not name.startswith("_"):
+        found = namespace[name]
+    else:
+        raise HandlerNotFound(f"handler {name!r} not found: the module defines no function "
+                              f"{name!r} and no exports dict")
+    if not callable(found):
+        raise HandlerNotFound(f"handler {name!r} is a {type(found).__name__}, not a function")
+    return found
+
+
+def invoke(compiled: CompiledHandler, name: str, payload: Any,
+           limits: Limits = Limits()) -> Invocation:
+    """Run handler `name` on `payload` with fresh state; HandlerError carries the logs too."""
+    logs = LogCapture(limits.max_log_bytes)
+    try:
+        namespace = load_module(compiled, logs)
+        handler = resolve_handler(namespace, name)
+        try:
+            value = handler(payload)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit etc. are handler errors too
+            raise handler_error(exc, compiled) from None
+        result = to_json_bytes(value, limits.max_result_bytes)
+    except HandlerError as exc:
+        exc.logs = logs.text()  # type: ignore[attr-defined]
+        raise
+    return Invocation(result_json=result, logs=logs.text())
+
+
+def run_source(source: str, name: str, payload: Any, limits: Limits = Limits(),
+               filename: str = "server.py") -> tuple[Any, str]:
+    """Compile and invoke in one step, returning (value, logs): for tests and tools."""
+    import json
+
+    outcome = invoke(compile_handler(source, filename), name, payload, limits)
+    return json.loads(outcome.result_json), outcome.logs
+
+
+def handler_error(exc: BaseException, compiled: CompiledHandler) -> HandlerError:
+    """A HandlerError for `exc` with a traceback trimmed to the handler's own frames."""
+    if isinstance(exc, HandlerError):
+        return exc
+    lines = compiled.source.splitlines()
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename == compiled.filename]
+    text = "".join(
+        f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
+        + (f"    {lines[f.lineno - 1].strip()}\n" if f.lineno and f.lineno <= len(lines) else "")
+        for f in frames)
+    try:
+        message = str(exc)
+    except BaseException:  # noqa: BLE001 - a hostile __str__ must not escape
+        message = "<unprintable exception>"
+    return HandlerError(type(exc).__name__, message, text)
