@@ -1,0 +1,1 @@
+"""handlerbox benchmarks: small programs, one question each, JSON out plus a table."""
