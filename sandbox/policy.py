@@ -79,8 +79,8 @@ def _decode(source: str | bytes, filename: str) -> tuple[str, list[Violation]]:
     size = len(source.encode("utf-8", "surrogatepass") if isinstance(source, str) else source)
     if size > MAX_SOURCE_BYTES:
         return "", [Violation(filename, 1, 0, f"source is {size} bytes, over the limit of "
-                              f"{MAX_SOURCE_BYTES}", "split the handler into smaller functions "
-                              "and move data into test_data or iparams")]
+                              f"{MAX_SOURCE_BYTES}", "Split the handler into smaller modules of "
+                              "functions and move data into iparams")]
     if isinstance(source, str):
         return source, []
     try:
@@ -88,7 +88,7 @@ def _decode(source: str | bytes, filename: str) -> tuple[str, list[Violation]]:
     except UnicodeDecodeError as exc:
         line = source[: exc.start].count(b"\n") + 1
         return "", [Violation(filename, line, 0, "source is not valid UTF-8",
-                              "save the file as UTF-8")]
+                              "Save the file as UTF-8")]
 
 
 def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
@@ -97,7 +97,7 @@ def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
     except SyntaxError as exc:
         message = f"syntax error: {exc.msg}"
         return [Violation(filename, exc.lineno or 1, max((exc.offset or 1) - 1, 0), message,
-                          "fix the syntax")], None
+                          "Fix the syntax")], None
     except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
         return [_too_complex(filename, exc)], None
     policy = HandlerPolicy(filename)
@@ -112,7 +112,7 @@ def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
 
 def _too_complex(filename: str, exc: BaseException) -> Violation:
     return Violation(filename, 1, 0, f"source is too complex to compile ({type(exc).__name__})",
-                     "reduce the nesting depth of expressions and blocks")
+                     "Reduce the nesting depth of expressions and blocks")
 
 
 class HandlerPolicy(RestrictingNodeTransformer):
@@ -151,11 +151,11 @@ class HandlerPolicy(RestrictingNodeTransformer):
         module = node.module or ""
         if node.level:
             self.report(node, "relative imports are not allowed in handlers",
-                        "a handler is a single module; import allowed modules by full name")
+                        "A handler is a single module; import allowed modules by full name")
             return super().visit_ImportFrom(node)
         if module == "builtins":
             self.report(node, "importing from builtins is not allowed in handlers",
-                        "builtins are available without an import")
+                        "Builtins are available without an import")
             return super().visit_ImportFrom(node)
         if self._check_module(node, module):
             for alias in node.names:
@@ -170,7 +170,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
             return False
         if dotted not in ALLOWED_MODULES:
             self.report(node, f"import of {dotted} is not allowed in handlers",
-                        f"allowed modules: {_ALLOWED_LIST}")
+                        f"Allowed modules: {_ALLOWED_LIST}")
             return False
         return True
 
@@ -181,7 +181,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
             self.report(node, TIMER_MESSAGE.format(name=f"{module}.{name}"), TIMER_HINT)
         elif name not in ALLOWED_MODULES[module] and f"{module}.{name}" not in ALLOWED_MODULES:
             self.report(node, f"{module}.{name} is not available in handlers",
-                        f"{module} offers: {', '.join(sorted(ALLOWED_MODULES[module]))}")
+                        f"{module} offers {', '.join(sorted(ALLOWED_MODULES[module]))}")
 
     # -- attributes -------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
         `_getattr_(a, 'format')`; `a.b = c` becomes `_write_(a).b = c` (base class)."""
         if _INTROSPECTION.match(node.attr) and node.attr not in INSPECT_ATTRIBUTES:
             self.report(node, f'"{node.attr}" is a frame, code or generator internal',
-                        "handlers cannot inspect the interpreter")
+                        "Handlers cannot inspect the interpreter")
         if (isinstance(node.value, ast.Name) and node.value.id in self._time_aliases
                 and ("time", node.attr) in FORBIDDEN_MODULE_ATTRS):
             self.report(node, TIMER_MESSAGE.format(name="time." + node.attr), TIMER_HINT)
@@ -216,7 +216,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
             if isinstance(node.target, ast.Attribute) and is_forbidden_attribute(
                     node.target.attr):
                 self.report(node, f'"{node.target.attr}" is an invalid attribute name',
-                            "names starting with '_' are reserved by the sandbox")
+                            "Names starting with '_' are reserved by the sandbox; rename it")
             target = node.target
             target.value = ast.copy_location(
                 ast.Call(func=ast.Name("_write_", ast.Load()),
@@ -229,14 +229,14 @@ class HandlerPolicy(RestrictingNodeTransformer):
 
 
 _HINTS = (
-    ('starts with "_"', "names starting with '_' are reserved by the sandbox; rename it"),
-    ("is a reserved name", "print output is captured as the invocation's logs"),
-    ("restricted name", "handlers cannot inspect frames, code or generators"),
-    ("imports are not allowed", "import each name you need explicitly"),
-    ("statements are not allowed", "this construct is not supported in handlers"),
-    ("metaclass", "define plain classes; metaclasses are not supported in handlers"),
-    ("Exec calls", "handlers cannot run code from strings"),
-    ("Eval calls", "handlers cannot run code from strings"),
+    ('starts with "_"', "Names starting with '_' are reserved by the sandbox; rename it"),
+    ("is a reserved name", "Print output is captured as the invocation's logs; pick another name"),
+    ("restricted name", "Handlers cannot inspect frames, code or generators"),
+    ("imports are not allowed", "Import each name you need explicitly"),
+    ("statements are not allowed", "This construct is not supported in handlers"),
+    ("metaclass", "Define plain classes; metaclasses are not supported in handlers"),
+    ("Exec calls", "Handlers cannot run code from strings"),
+    ("Eval calls", "Handlers cannot run code from strings"),
 )
 
 

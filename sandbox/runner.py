@@ -102,3 +102,26 @@ def handler_error(exc: BaseException, compiled: CompiledHandler) -> HandlerError
     except BaseException:  # noqa: BLE001 - a hostile __str__ must not escape
         message = "<unprintable exception>"
     return HandlerError(type(exc).__name__, message, text)
+
+
+def declared_handlers(compiled: CompiledHandler) -> frozenset[str] | None:
+    """The handler names a module declares, read from its syntax without running it:
+    the keys of a top-level `exports = {...}` literal, else its top-level functions.
+    None when `exports` is built some other way and only running the module can tell."""
+    import ast
+
+    tree = ast.parse(compiled.source, compiled.filename)
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    exports: frozenset[str] | None = None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        if not any(isinstance(t, ast.Name) and t.id == "exports" for t in targets):
+            continue
+        value = getattr(node, "value", None)
+        if isinstance(node, ast.Assign) and isinstance(value, ast.Dict) and all(
+                isinstance(k, ast.Constant) and isinstance(k.value, str) for k in value.keys):
+            exports = frozenset(k.value for k in value.keys)  # type: ignore[union-attr]
+        else:
+            return None
+    return exports if exports is not None else frozenset(functions)

@@ -1,0 +1,362 @@
+"""The Engine: load apps, validate payloads, route events to handlers in workers, one result each.
+
+Reads bytes from workers (untrusted): every reply is a size-capped JSON frame, checked field
+by field before it becomes an InvocationResult. Data flow of one dispatch:
+
+    caller --payload--> EventPayload check --> route event -> handler (manifest)
+           --> Pool.acquire (idle worker of the app | spare bound now | wait | overloaded)
+           --> bind frame (fresh worker) + invoke frame --> worker pipe
+           <-- result frame, read by the caller itself until the app's deadline
+           at the deadline: SIGKILL the worker's process group, answer `timeout`,
+           the pool's spare takes its place
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from runtime import protocol
+from runtime.app import App, load_app
+from runtime.errors import EngineClosed, PayloadError
+from runtime.models import EngineConfig, ErrorInfo, EventPayload, InvocationResult
+from runtime.pool import Lease, Overloaded, Pool
+from runtime.spawner import Spawner, WorkerProcess, describe_status
+
+TIMEOUT_MESSAGE = "Timeout error while processing the request."
+_EXIT_STATUS_WAIT = 1.0
+_RETRIES = 2
+
+
+class _Failure(Exception):
+    """A dispatch ended without a usable reply: carries the outcome and error to report."""
+
+    def __init__(self, outcome: str, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.error = ErrorInfo(type=type_name, message=message)
+
+
+class _NotStarted(Exception):
+    """The worker was gone before it received the request: try another one."""
+
+
+class Engine:
+    """Runs app handlers in pooled, sandboxed worker processes.
+
+        with Engine(workers=2) as engine:
+            app = engine.load_app("examples/call_logger")
+            result = engine.dispatch(app, payload)              # thread-safe
+            result = await engine.dispatch_async(app, payload)  # asyncio
+    """
+
+    def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
+                 spares: int = 1, **settings: Any) -> None:
+        if config is None:
+            if workers is not None:
+                settings["workers"] = workers
+            config = EngineConfig.parse(settings)
+        elif workers is not None or settings:
+            config = EngineConfig.parse({**config.model_dump(), **settings,
+                                         **({"workers": workers} if workers else {})})
+        self.config = config
+        self._spawner = Spawner()
+        self._pool = Pool(self._spawner, budget=config.workers, spares=spares,
+                          recycle_after=config.recycle_after, max_queue=config.max_queue)
+        self._closed = False
+        self._sandbox_limits = {"max_log_bytes": config.max_log_bytes,
+                                "max_result_bytes": config.max_result_bytes}
+        self._os_limits = {"memory_bytes": config.memory_limit_mb << 20, "core_bytes": 0,
+                           "file_bytes": 0}
+        self._max_reply = config.max_result_bytes + 4 * config.max_log_bytes + (64 << 10)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every worker and the zygote. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        self._spawner.close()
+
+    def workers(self) -> list[WorkerProcess]:
+        """The live worker handles (for inspection and tests)."""
+        return self._pool.workers()
+
+    # -- apps ------------------------------------------------------------------------------
+
+    def load_app(self, path: str | Path, request_timeout: int | None = None,
+                 timeout: float | None = None) -> App:
+        """Load an app directory; see runtime.app.load_app for the errors it raises."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        return load_app(path, request_timeout=request_timeout, timeout=timeout)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def dispatch(self, app: App, payload: dict[str, Any] | EventPayload) -> InvocationResult:
+        """Run the handler subscribed to the payload's event; always one InvocationResult."""
+        start = time.monotonic()
+        routed = self._route(app, payload, start)
+        if isinstance(routed, InvocationResult):
+            return routed
+        event, handler, request = routed
+        for _ in range(_RETRIES + 1):
+            try:
+                lease = self._pool.acquire(app.key, app.execution_timeout)
+            except Overloaded:
+                return self._overloaded(app, event, handler, start)
+            deadline = time.monotonic() + app.execution_timeout
+            try:
+                self._send(app, lease, request)
+                if lease.fresh:
+                    self._check_ready(self._read(lease.worker, deadline))
+                body = protocol.read_frame(lease.worker.reply_fd, lease.worker.reader, deadline)
+                return self._finish(app, event, handler, lease.worker, body, start)
+            except _NotStarted:
+                self._pool.release(lease.worker, healthy=False)
+                continue
+            except protocol.DeadlineReached:
+                return self._timed_out(app, event, handler, lease.worker, start)
+            except (protocol.ProtocolError, OSError) as exc:
+                lease.worker.kill()
+                return self._lost(app, event, handler, lease.worker, exc, start,
+                                  self._exit_status(lease.worker))
+        return self._crashed_before_start(app, event, handler, start)
+
+    async def dispatch_async(self, app: App,
+                             payload: dict[str, Any] | EventPayload) -> InvocationResult:
+        """`dispatch` for asyncio: waits on the worker's pipe in the event loop, no thread."""
+        start = time.monotonic()
+        routed = self._route(app, payload, start)
+        if isinstance(routed, InvocationResult):
+            return routed
+        event, handler, request = routed
+        for _ in range(_RETRIES + 1):
+            try:
+                lease = await self._pool.acquire_async(app.key, app.execution_timeout)
+            except Overloaded:
+                return self._overloaded(app, event, handler, start)
+            deadline = time.monotonic() + app.execution_timeout
+            try:
+                self._send(app, lease, request)
+                if lease.fresh:
+                    try:
+                        ready = await _read_frame_async(lease.worker, deadline)
+                    except protocol.PeerClosed:
+                        raise _NotStarted() from None
+                    self._check_ready(ready)
+                body = await _read_frame_async(lease.worker, deadline)
+                return self._finish(app, event, handler, lease.worker, body, start)
+            except _NotStarted:
+                self._pool.release(lease.worker, healthy=False)
+                continue
+            except protocol.DeadlineReached:
+                return self._timed_out(app, event, handler, lease.worker, start)
+            except (protocol.ProtocolError, OSError) as exc:
+                lease.worker.kill()
+                status = await _exit_status_async(lease.worker)
+                return self._lost(app, event, handler, lease.worker, exc, start, status)
+            except asyncio.CancelledError:
+                lease.worker.kill()  # its reply would arrive for nobody
+                self._pool.release(lease.worker, healthy=False)
+                raise
+        return self._crashed_before_start(app, event, handler, start)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _route(self, app: App, payload: dict[str, Any] | EventPayload,
+               start: float) -> InvocationResult | tuple[str, str, bytes]:
+        """Validate the payload and find its handler; a result when it cannot go further."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        event = payload.event if isinstance(payload, EventPayload) else str(
+            payload.get("event", "") if isinstance(payload, dict) else "")
+        try:
+            checked = EventPayload.parse(payload)
+        except PayloadError as exc:
+            return self._result(app, event, None, "invalid_payload", start,
+                                error=ErrorInfo(type="PayloadError", message=str(exc)))
+        handler = app.handler_for(checked.event)
+        if handler is None:
+            subscribed = ", ".join(sorted(app.manifest.events))
+            return self._result(app, checked.event, None, "not_subscribed", start,
+                                error=ErrorInfo(type="NotSubscribed", message=(
+                                    f"{app.name} does not subscribe to {checked.event} "
+                                    f"(it subscribes to {subscribed})")))
+        request = (b'{"op":"invoke","handler":' + json.dumps(handler).encode()
+                   + b',"payload":' + checked.json_bytes() + b"}")
+        return checked.event, handler, request
+
+    def _send(self, app: App, lease: Lease, request: bytes) -> None:
+        worker = lease.worker
+        try:
+            if lease.fresh:
+                worker.reader.max_bytes = self._max_reply
+                protocol.write_frame(worker.request_fd,
+                                     app.bind_request(self._sandbox_limits, self._os_limits))
+            protocol.write_frame(worker.request_fd, request)
+        except OSError as exc:  # EPIPE: the worker died before it got the request
+            raise _NotStarted() from exc
+
+    def _read(self, worker: WorkerProcess, deadline: float) -> bytes:
+        """The bind's ready reply: EOF before it means the handler never started."""
+        try:
+            return protocol.read_frame(worker.reply_fd, worker.reader, deadline)
+        except protocol.PeerClosed:
+            raise _NotStarted() from None
+
+    def _check_ready(self, body: bytes) -> None:
+        if protocol.decode(body).get("op") != "ready":
+            raise protocol.ProtocolError("expected the worker's ready reply")
+
+    def _finish(self, app: App, event: str, handler: str, worker: WorkerProcess,
+                body: bytes, start: float) -> InvocationResult:
+        try:
+            reply = _check_reply(protocol.decode(body), self.config.max_log_bytes)
+            if worker.reader.buffer:
+                raise protocol.ProtocolError("unexpected bytes after the reply")
+        except protocol.ProtocolError as exc:
+            worker.kill()
+            self._pool.release(worker, healthy=False)
+            return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
+                type="WorkerError", message=f"the worker broke the protocol: {exc}"))
+        status = reply["status"]
+        self._pool.release(worker, healthy=status == "ok" or status == "error")
+        common = {"logs": reply["logs"], "cpu_ms": reply["cpu_ms"],
+                  "max_rss_kb": reply["max_rss_kb"]}
+        if status == "ok":
+            return self._result(app, event, handler, "ok", start, value=reply["value"],
+                                **common)
+        if status == "memory_limit":
+            return self._result(app, event, handler, "memory_limit", start, error=ErrorInfo(
+                type="MemoryError", message=(f"the handler went over the memory limit of "
+                                             f"{self.config.memory_limit_mb} MiB")), **common)
+        return self._result(app, event, handler, "handler_error", start,
+                            error=ErrorInfo(**reply["error"]), **common)
+
+    def _timed_out(self, app: App, event: str, handler: str, worker: WorkerProcess,
+                   start: float) -> InvocationResult:
+        worker.kill()
+        self._pool.release(worker, healthy=False)
+        elapsed = time.monotonic() - start
+        return self._result(app, event, handler, "timeout", start, error=ErrorInfo(
+            type="Timeout", message=f"{TIMEOUT_MESSAGE} The handler ran past its limit of "
+                                    f"{app.execution_timeout:g} s (elapsed {elapsed:.3f} s)."))
+
+    def _lost(self, app: App, event: str, handler: str, worker: WorkerProcess,
+              exc: BaseException, start: float, status: int | None) -> InvocationResult:
+        self._pool.release(worker, healthy=False)
+        how = describe_status(status) if status is not None else "exit status unknown"
+        if isinstance(exc, protocol.PeerClosed):
+            message = f"the worker died while running the handler: {how}"
+        else:
+            message = f"the worker broke the protocol ({exc}); it was killed"
+        return self._result(app, event, handler, "crashed", start,
+                            error=ErrorInfo(type="WorkerCrashed", message=message))
+
+    def _exit_status(self, worker: WorkerProcess) -> int | None:
+        try:
+            return worker.exit_status.result(_EXIT_STATUS_WAIT)
+        except Exception:  # noqa: BLE001 - unknown is an honest answer
+            return None
+
+    def _overloaded(self, app: App, event: str, handler: str, start: float
+                    ) -> InvocationResult:
+        return self._result(app, event, handler, "overloaded", start, error=ErrorInfo(
+            type="Overloaded", message=f"no worker came free within {app.execution_timeout:g}"
+                                       " s, or the wait queue is full"))
+
+    def _crashed_before_start(self, app: App, event: str, handler: str, start: float
+                              ) -> InvocationResult:
+        return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
+            type="WorkerCrashed", message=f"{_RETRIES + 1} workers in a row died before they "
+                                          "received the request"))
+
+    def _result(self, app: App, event: str, handler: str | None, outcome: str, start: float,
+                **fields: Any) -> InvocationResult:
+        return InvocationResult.model_construct(
+            outcome=outcome, app=app.name, event=event, handler=handler,
+            value=fields.pop("value", None), error=fields.pop("error", None),
+            logs=fields.pop("logs", ""), duration_ms=(time.monotonic() - start) * 1000.0,
+            cpu_ms=fields.pop("cpu_ms", None), max_rss_kb=fields.pop("max_rss_kb", None),
+            timeout_s=app.execution_timeout)
+
+
+def _check_reply(reply: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:
+    """A worker's result reply, checked field by field (it is untrusted)."""
+    if reply.get("op") != "result" or reply.get("status") not in ("ok", "error",
+                                                                  "memory_limit"):
+        raise protocol.ProtocolError("not a result reply")
+    logs = reply.get("logs", "")
+    if not isinstance(logs, str) or len(logs) > max_log_bytes + 200:
+        raise protocol.ProtocolError("logs missing or over the cap")
+    for name in ("cpu_ms", "max_rss_kb"):
+        value = reply.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise protocol.ProtocolError(f"{name} is not a non-negative number")
+    reply["max_rss_kb"] = int(reply["max_rss_kb"])
+    if reply["status"] == "error":
+        error = reply.get("error")
+        if not (isinstance(error, dict) and set(error) == {"type", "message", "traceback"}
+                and all(isinstance(v, str) and len(v) <= 65536 for v in error.values())):
+            raise protocol.ProtocolError("malformed error")
+    return reply
+
+
+async def _read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
+    """Wait for one frame in the event loop: a reader callback and a deadline timer."""
+    body = worker.reader.next_body()
+    if body is not None:
+        return body
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    fd = worker.reply_fd
+
+    def on_readable() -> None:
+        if done.done():
+            return
+        try:
+            data = os.read(fd, protocol.CHUNK)
+            if not data:
+                raise protocol.PeerClosed("peer closed the pipe")
+            frame = worker.reader.feed(data)
+        except (protocol.ProtocolError, OSError) as exc:
+            done.set_exception(exc)
+            return
+        if frame is not None:
+            done.set_result(frame)
+
+    def on_deadline() -> None:
+        if not done.done():
+            done.set_exception(protocol.DeadlineReached())
+
+    loop.add_reader(fd, on_readable)
+    timer = loop.call_later(max(deadline - time.monotonic(), 0.0), on_deadline)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+        timer.cancel()
+
+
+async def _exit_status_async(worker: WorkerProcess) -> int | None:
+    """The worker's exit status as the zygote reports it, or None if it does not come soon."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(worker.exit_status),
+                                      _EXIT_STATUS_WAIT)
+    except Exception:  # noqa: BLE001 - unknown is an honest answer
+        return None

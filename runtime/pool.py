@@ -1,0 +1,210 @@
+"""Worker bookkeeping: a global budget of app-bound workers, ready spares, waiting callers.
+
+No untrusted input here. A worker serves one app for its life. `acquire` hands out, in this
+order: an idle worker of the same app (most recently used first), a spare bound on the spot
+while the budget allows, or a spare that replaces the least recently used idle worker of
+another app (idle apps give their workers back). Otherwise the caller waits in a bounded
+queue, woken when a worker is released. A keeper thread starts spares in the background, so
+a worker lost to a timeout or crash is replaced without the next caller waiting for a start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runtime.spawner import Spawner, WorkerProcess
+
+
+@dataclass
+class Lease:
+    """A worker handed to one caller; `fresh` means it must be bound to the app first."""
+
+    worker: WorkerProcess
+    fresh: bool
+
+
+class Overloaded(Exception):
+    """The wait queue is full, or no worker came free in time."""
+
+
+class _Waiter:
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+
+class Pool:
+    """Thread-safe; the async acquire waits on a future instead of a thread."""
+
+    def __init__(self, spawner: Spawner, budget: int, spares: int, recycle_after: int,
+                 max_queue: int) -> None:
+        self.spawner = spawner
+        self.budget = budget
+        self.spare_target = spares
+        self.recycle_after = recycle_after
+        self.max_queue = max_queue
+        self._lock = threading.Lock()
+        self._spares_wanted = threading.Condition(self._lock)
+        self._idle: dict[str, list[WorkerProcess]] = {}
+        self._lru: OrderedDict[WorkerProcess, None] = OrderedDict()
+        self._busy: set[WorkerProcess] = set()
+        self._bound = 0
+        self._spares: list[WorkerProcess] = []
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+        self._keeper = threading.Thread(target=self._keep_spares, daemon=True,
+                                         name="handlerbox-spares")
+        self._keeper.start()
+
+    # -- acquire / release -----------------------------------------------------------------
+
+    def acquire(self, app_key: str, wait_seconds: float) -> Lease:
+        """A worker for `app_key`; raises Overloaded when none comes free in time."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            event = threading.Event()
+            waiter = _Waiter(event.set)
+            lease = self._try_acquire(app_key, waiter)
+            if lease is not None:
+                return lease
+            if not event.wait(max(deadline - time.monotonic(), 0.0)):
+                self._give_up(waiter)
+                raise Overloaded()
+
+    async def acquire_async(self, app_key: str, wait_seconds: float) -> Lease:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            woken = loop.create_future()
+
+            def wake(woken: asyncio.Future[None] = woken) -> None:
+                loop.call_soon_threadsafe(_set_once, woken)
+
+            waiter = _Waiter(wake)
+            lease = self._try_acquire(app_key, waiter)
+            if lease is not None:
+                return lease
+            try:
+                await asyncio.wait_for(woken, max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                self._give_up(waiter)
+                raise Overloaded() from None
+
+    def release(self, worker: WorkerProcess, healthy: bool) -> None:
+        """Give a worker back after a dispatch; an unhealthy or worn-out one is killed."""
+        worker.invocations += 1
+        keep = healthy and worker.invocations < self.recycle_after
+        with self._lock:
+            self._busy.discard(worker)
+            if keep and not self._closed and worker.app_key is not None:
+                self._idle.setdefault(worker.app_key, []).append(worker)
+                self._lru[worker] = None
+            else:
+                self._bound -= 1
+            self._wake_one()
+        if not keep or self._closed:
+            worker.kill()
+
+    def close(self) -> None:
+        """Kill every worker; callers still waiting are told the pool is overloaded."""
+        with self._lock:
+            self._closed = True
+            workers = [*self._lru, *self._spares, *self._busy]
+            self._idle.clear()
+            self._lru.clear()
+            self._spares.clear()
+            self._busy.clear()
+            while self._waiters:
+                self._wake_one()
+            self._spares_wanted.notify_all()
+        for worker in workers:
+            worker.kill()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"bound": self._bound, "idle": len(self._lru), "busy": len(self._busy),
+                    "spares": len(self._spares), "waiting": len(self._waiters)}
+
+    def workers(self) -> list[WorkerProcess]:
+        with self._lock:
+            return [*self._lru, *self._busy, *self._spares]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _try_acquire(self, app_key: str, waiter: _Waiter) -> Lease | None:
+        victim = None
+        with self._lock:
+            if self._closed:
+                raise Overloaded()
+            idle = self._idle.get(app_key)
+            if idle:
+                worker = idle.pop()
+                del self._lru[worker]
+                self._busy.add(worker)
+                return Lease(worker, fresh=False)
+            if self._bound >= self.budget:
+                if not self._lru:
+                    if len(self._waiters) >= self.max_queue:
+                        raise Overloaded()
+                    self._waiters.append(waiter)
+                    return None
+                victim, _ = self._lru.popitem(last=False)
+                self._idle[victim.app_key or ""].remove(victim)
+            else:
+                self._bound += 1
+            spare = self._spares.pop() if self._spares else None
+            self._spares_wanted.notify()
+        if victim is not None:
+            victim.kill()
+        try:
+            worker = spare or self.spawner.spawn()
+        except BaseException:
+            with self._lock:
+                self._bound -= 1
+                self._wake_one()
+            raise
+        worker.app_key = app_key
+        with self._lock:
+            self._busy.add(worker)
+        return Lease(worker, fresh=True)
+
+    def _wake_one(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().wake()
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        """A waiter timed out. If it was woken meanwhile, pass the wake-up on, so a free
+        worker is never left unclaimed while others wait."""
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                self._wake_one()
+
+    def _keep_spares(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and len(self._spares) >= self.spare_target:
+                    self._spares_wanted.wait()
+                if self._closed:
+                    return
+            try:
+                spare = self.spawner.spawn()
+            except Exception:  # noqa: BLE001 - the zygote is restarting; try again shortly
+                with self._lock:
+                    self._spares_wanted.wait(0.5)
+                continue
+            with self._lock:
+                if self._closed:
+                    spare.kill()
+                    return
+                self._spares.append(spare)
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,111 @@
+"""Framing on the worker pipes: a 4-byte big-endian length, then that many bytes of JSON.
+
+Reads bytes a worker wrote, so everything here treats its input as hostile: the length is
+checked against a cap before anything is allocated, and bodies are only ever parsed as JSON
+into a dict. Stdlib only: the worker imports this too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+from typing import Any
+
+HEADER = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing: a frame over the cap, bad JSON, or EOF mid-frame."""
+
+
+class PeerClosed(ProtocolError):
+    """EOF: the peer's end of the pipe is closed (the process exited or was killed)."""
+
+
+class DeadlineReached(Exception):
+    """No complete frame arrived before the deadline."""
+
+
+def frame(body: bytes) -> bytes:
+    return HEADER.pack(len(body)) + body
+
+
+def write_frame(fd: int, body: bytes) -> None:
+    """Write one frame; the pipe is blocking and sized so that requests rarely wait."""
+    data = memoryview(frame(body))
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """Parse a frame body that must be a JSON object."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return message
+
+
+class FrameReader:
+    """Incremental frame parser for one pipe: feed bytes as they arrive, take bodies out.
+
+    Bytes past the end of a frame are kept for the next one (a worker may answer a bind and
+    an invocation back to back)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.buffer = bytearray()
+
+    def next_body(self) -> bytes | None:
+        """The first complete body in the buffer, or None while it is incomplete."""
+        if len(self.buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self.buffer)
+        if size > self.max_bytes:
+            raise ProtocolError(f"frame of {size} bytes is over the cap of {self.max_bytes}")
+        end = HEADER.size + size
+        if len(self.buffer) < end:
+            return None
+        body = bytes(self.buffer[HEADER.size:end])
+        del self.buffer[:end]
+        return body
+
+    def feed(self, data: bytes) -> bytes | None:
+        self.buffer += data
+        return self.next_body()
+
+
+CHUNK = 65536
+
+
+def read_frame(fd: int, reader: FrameReader, deadline: float | None = None) -> bytes:
+    """Block until one frame arrives on `fd`, or `deadline` (time.monotonic) passes.
+
+    With a deadline the fd is polled, so the wait ends on data, EOF or the deadline, whichever
+    comes first; nothing sleeps. Raises PeerClosed, ProtocolError or DeadlineReached."""
+    body = reader.next_body()
+    if body is not None:
+        return body
+    poller = None
+    if deadline is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+    while True:
+        if poller is not None and deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000.0):
+                if time.monotonic() >= deadline:
+                    raise DeadlineReached()
+                continue
+        data = os.read(fd, CHUNK)
+        if not data:
+            raise PeerClosed("peer closed the pipe")
+        body = reader.feed(data)
+        if body is not None:
+            return body

@@ -1,0 +1,118 @@
+"""THE TRUST BOUNDARY: the loop a worker process runs; untrusted handler code runs under it.
+
+Stdlib, sandbox, protocol and limits only: no pydantic, no pickle, no threads. The worker reads
+requests from the host on one pipe and answers on another, one JSON frame each:
+
+    host -> worker  {"op": "bind", "app": ..., "filename": ..., "source": ..., "code": b64,
+                     "limits": {...}}                              -> {"op": "ready"}
+    host -> worker  {"op": "invoke", "handler": ..., "payload": {...}}
+                    -> {"op": "result", "status": "ok" | "error" | "memory_limit",
+                        "value": <json>, "error": {...}, "logs": ..., "cpu_ms": ..., ...}
+
+The code object comes from the host, which compiled it under the policy (marshal in the
+trusted direction only). Anything the worker sends back is parsed by the host as capped JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import marshal
+import os
+import resource
+from typing import Any
+
+from runtime import limits, protocol
+from sandbox.errors import HandlerError, HandlerNotFound
+from sandbox.policy import CompiledHandler
+from sandbox.runner import Limits, invoke
+
+MAX_REQUEST_BYTES = 8 << 20
+"""Requests come from the host, but are still capped: a bind carries the module (1 MiB of
+source and its code), an invocation a payload (256 KiB) and its envelope."""
+
+
+class Worker:
+    """One app's handler module, served invocation by invocation with fresh state."""
+
+    def __init__(self, request_fd: int, reply_fd: int) -> None:
+        self.request_fd = request_fd
+        self.reply_fd = reply_fd
+        self.reader = protocol.FrameReader(MAX_REQUEST_BYTES)
+        self.compiled: CompiledHandler | None = None
+        self.limits = Limits()
+
+    def serve(self) -> None:
+        """Answer requests until the host closes the pipe."""
+        while True:
+            try:
+                body = protocol.read_frame(self.request_fd, self.reader)
+            except protocol.PeerClosed:
+                return
+            request = protocol.decode(body)
+            if request.get("op") == "bind":
+                self.bind(request)
+                self.reply({"op": "ready", "pid": os.getpid()})
+            elif request.get("op") == "invoke":
+                self.reply(self.invoke(request["handler"], request["payload"]))
+            else:
+                raise protocol.ProtocolError(f"unknown request {request.get('op')!r}")
+
+    def bind(self, request: dict[str, Any]) -> None:
+        code = marshal.loads(base64.b64decode(request["code"]))
+        self.compiled = CompiledHandler(request["filename"], request["source"], code)
+        self.limits = Limits(**request["limits"]["sandbox"])
+        limits.apply(request["limits"]["os"])
+
+    def invoke(self, handler: str, payload: Any) -> dict[str, Any]:
+        assert self.compiled is not None, "invoke before bind"
+        start = resource.getrusage(resource.RUSAGE_SELF)
+        reply: dict[str, Any] = {"op": "result"}
+        try:
+            outcome = invoke(self.compiled, handler, payload, self.limits)
+            reply.update(status="ok", value=RawJSON(outcome.result_json), logs=outcome.logs)
+        except MemoryError:
+            reply.update(status="memory_limit", logs="")
+        except (HandlerError, HandlerNotFound) as exc:
+            error = exc if isinstance(exc, HandlerError) else HandlerError(
+                "HandlerNotFound", str(exc))
+            status = "memory_limit" if error.type_name == "MemoryError" else "error"
+            reply.update(status=status, logs=getattr(exc, "logs", ""), error={
+                "type": error.type_name, "message": error.message,
+                "traceback": error.traceback})
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        reply["cpu_ms"] = round(((end.ru_utime + end.ru_stime)
+                                 - (start.ru_utime + start.ru_stime)) * 1000.0, 3)
+        reply["max_rss_kb"] = end.ru_maxrss
+        return reply
+
+    def reply(self, message: dict[str, Any]) -> None:
+        protocol.write_frame(self.reply_fd, encode(message))
+
+
+class RawJSON:
+    """Bytes that are already JSON (the handler's checked result): spliced in, not re-encoded."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Compact JSON for a reply, splicing RawJSON values in without decoding them."""
+    raw = {k: v for k, v in message.items() if isinstance(v, RawJSON)}
+    plain = {k: v for k, v in message.items() if not isinstance(v, RawJSON)}
+    body = json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass")
+    for key, value in raw.items():
+        body = body[:-1] + b"," + json.dumps(key).encode() + b":" + value.data + b"}"
+    return body
+
+
+def main(request_fd: int, reply_fd: int) -> None:
+    """Entry point in a freshly forked worker (see runtime.zygote)."""
+    status = 0
+    try:
+        Worker(request_fd, reply_fd).serve()
+    except BaseException:  # noqa: BLE001 - a broken request ends the worker, never hangs it
+        status = 70
+    os._exit(status)
