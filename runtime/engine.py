@@ -237,7 +237,7 @@ class Engine:
         status = reply["status"]
         self._pool.release(worker, healthy=status == "ok" or status == "error")
         common = {"logs": reply["logs"], "cpu_ms": reply["cpu_ms"],
-                  "max_rss_kb": reply["max_rss_kb"]}
+                  "max_rss_kb": reply["max_rss_kb"], "worker_pid": worker.pid}
         if status == "ok":
             return self._result(app, event, handler, "ok", start, value=reply["value"],
                                 **common)
@@ -253,7 +253,8 @@ class Engine:
         worker.kill()
         self._pool.release(worker, healthy=False)
         elapsed = time.monotonic() - start
-        return self._result(app, event, handler, "timeout", start, error=ErrorInfo(
+        return self._result(app, event, handler, "timeout", start, worker_pid=worker.pid,
+                            error=ErrorInfo(
             type="Timeout", message=f"{TIMEOUT_MESSAGE} The handler ran past its limit of "
                                     f"{app.execution_timeout:g} s (elapsed {elapsed:.3f} s)."))
 
@@ -265,7 +266,7 @@ class Engine:
             message = f"the worker died while running the handler: {how}"
         else:
             message = f"the worker broke the protocol ({exc}); it was killed"
-        return self._result(app, event, handler, "crashed", start,
+        return self._result(app, event, handler, "crashed", start, worker_pid=worker.pid,
                             error=ErrorInfo(type="WorkerCrashed", message=message))
 
     def _exit_status(self, worker: WorkerProcess) -> int | None:
@@ -293,7 +294,7 @@ class Engine:
             value=fields.pop("value", None), error=fields.pop("error", None),
             logs=fields.pop("logs", ""), duration_ms=(time.monotonic() - start) * 1000.0,
             cpu_ms=fields.pop("cpu_ms", None), max_rss_kb=fields.pop("max_rss_kb", None),
-            timeout_s=app.execution_timeout)
+            timeout_s=app.execution_timeout, worker_pid=fields.pop("worker_pid", None))
 
 
 def _check_reply(reply: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:

@@ -269,6 +269,7 @@ class InvocationResult(_EdgeModel):
     cpu_ms: float | None = Field(default=None, ge=0)
     max_rss_kb: int | None = Field(default=None, ge=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    worker_pid: int | None = None
 
     @model_validator(mode="after")
     def _one_of_value_or_error(self) -> Self:

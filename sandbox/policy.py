@@ -104,7 +104,7 @@ def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
     try:
         tree = policy.visit(tree)
         if policy.violations:
-            return policy.violations, None
+            return sorted(policy.violations, key=lambda v: (v.line, v.col)), None
         return [], compile(tree, filename, "exec", dont_inherit=True)
     except (RecursionError, MemoryError, ValueError, OverflowError, SyntaxError) as exc:
         return policy.violations or [_too_complex(filename, exc)], None
@@ -187,7 +187,12 @@ class HandlerPolicy(RestrictingNodeTransformer):
 
     def visit_Attribute(self, node: ast.Attribute) -> Any:
         """`a.b` stays a plain load when b is checked here; `a.format` becomes
-        `_getattr_(a, 'format')`; `a.b = c` becomes `_write_(a).b = c` (base class)."""
+        `_getattr_(a, 'format')`; `a.b = c` becomes `_write_(a).b = c` (base class).
+        `super().__init__` is the one underscore name allowed: zero-argument super() is
+        bound to the handler's own instance, so it can only initialise that."""
+        if _is_super_init(node):
+            node.value = self.visit(node.value)
+            return node
         if _INTROSPECTION.match(node.attr) and node.attr not in INSPECT_ATTRIBUTES:
             self.report(node, f'"{node.attr}" is a frame, code or generator internal',
                         "Handlers cannot inspect the interpreter")
@@ -226,6 +231,13 @@ class HandlerPolicy(RestrictingNodeTransformer):
             node.value = self.visit(node.value)
             return ast.fix_missing_locations(node)
         return super().visit_AugAssign(node)
+
+
+def _is_super_init(node: ast.Attribute) -> bool:
+    call = node.value
+    return (node.attr == "__init__" and isinstance(node.ctx, ast.Load)
+            and isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+            and call.func.id == "super" and not call.args and not call.keywords)
 
 
 _HINTS = (
