@@ -21,7 +21,7 @@ from pathlib import Path
 
 from runtime.errors import AppLoadError, ManifestError
 from runtime.models import Manifest, execution_timeout
-from sandbox import CompileError, CompiledHandler, compile_handler
+from sandbox import CompiledHandler, CompileError, compile_handler
 from sandbox.runner import declared_handlers
 
 MANIFEST = "manifest.json"

@@ -272,7 +272,7 @@ class Engine:
     def _exit_status(self, worker: WorkerProcess) -> int | None:
         try:
             return worker.exit_status.result(_EXIT_STATUS_WAIT)
-        except Exception:  # noqa: BLE001 - unknown is an honest answer
+        except Exception:
             return None
 
     def _overloaded(self, app: App, event: str, handler: str, start: float
@@ -359,5 +359,5 @@ async def _exit_status_async(worker: WorkerProcess) -> int | None:
     try:
         return await asyncio.wait_for(asyncio.wrap_future(worker.exit_status),
                                       _EXIT_STATUS_WAIT)
-    except Exception:  # noqa: BLE001 - unknown is an honest answer
+    except Exception:
         return None

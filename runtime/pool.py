@@ -194,7 +194,7 @@ class Pool:
                     return
             try:
                 spare = self.spawner.spawn()
-            except Exception:  # noqa: BLE001 - the zygote is restarting; try again shortly
+            except Exception:
                 with self._lock:
                     self._spares_wanted.wait(0.5)
                 continue

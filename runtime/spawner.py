@@ -175,7 +175,7 @@ class Spawner:
                 return
             if message.get("op") == "spawned":
                 with self._lock:
-                    reply = self._pending.pop(message.get("id"), None)
+                    reply = self._pending.pop(int(message.get("id", 0)), None)
                 if reply is not None:
                     reply.set_result(int(message["pid"]))
             elif message.get("op") == "exited":

@@ -113,6 +113,6 @@ def main(request_fd: int, reply_fd: int) -> None:
     status = 0
     try:
         Worker(request_fd, reply_fd).serve()
-    except BaseException:  # noqa: BLE001 - a broken request ends the worker, never hangs it
+    except BaseException:
         status = 70
     os._exit(status)

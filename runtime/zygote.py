@@ -101,7 +101,7 @@ class Zygote:
             keep = sorted({0, 1, 2, request_fd, reply_fd})
             for low, high in zip(keep, [*keep[1:], 1 << 16], strict=True):
                 os.closerange(low + 1, high)
-        except BaseException:  # noqa: BLE001 - a child must never return into the zygote loop
+        except BaseException:
             os._exit(1)
         worker.main(request_fd, reply_fd)
 

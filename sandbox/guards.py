@@ -99,7 +99,8 @@ def _bound_format(template: str, name: str) -> Callable[..., str]:
         return lambda *args, **kwargs: safe_format(template, *args, **kwargs)
     if name == "format_map":
         return lambda mapping: safe_format_map(template, mapping)
-    return getattr(template, name)  # str has no other Formatter-like methods
+    method: Callable[..., str] = getattr(template, name)  # no other Formatter-like methods
+    return method
 
 
 # -- writes --------------------------------------------------------------------------------

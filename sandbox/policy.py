@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,13 @@ def _decode(source: str | bytes, filename: str) -> tuple[str, list[Violation]]:
 
 
 def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
+    # SyntaxWarnings about untrusted source must not reach the host's stderr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse_and_compile(text, filename)
+
+
+def _parse_and_compile(text: str, filename: str) -> tuple[list[Violation], Any]:
     try:
         tree = ast.parse(text, filename, "exec")
     except SyntaxError as exc:

@@ -83,7 +83,8 @@ def test_deep_nesting_does_not_take_the_interpreter_down() -> None:
     # A crash in the C parser would kill the process: run it in a child to see the exit code.
     code = ("from sandbox import compile_handler, CompileError\n"
             "for depth in (1000, 5000, 50000):\n"
-            "    for src in ('x = ' + '(' * depth + ')' * depth, 'x = ' + '[' * depth + ']' * depth,"
+            "    for src in ('x = ' + '(' * depth + ')' * depth,"
+            " 'x = ' + '[' * depth + ']' * depth,"
             " 'x = ' + 'not ' * depth + '1', 'x = ' + 'a.' * depth + 'b'):\n"
             "        try:\n"
             "            compile_handler(src)\n"

@@ -50,7 +50,7 @@ def test_app_execution_timeout_follows_the_rule(engine: Engine, request_timeout:
 
 
 def test_invalid_request_timeout_lists_the_valid_values(engine: Engine) -> None:
-    with pytest.raises(ConfigError, match="15 .*20, 25 or 30"):
+    with pytest.raises(ConfigError, match=r"15 .*20, 25 or 30"):
         engine.load_app(APPS / "echo", request_timeout=17)
 
 

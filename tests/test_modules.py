@@ -32,7 +32,7 @@ def reachable(root: Any, depth: int) -> list[tuple[str, Any]]:
                     continue
                 try:
                     value = getattr(obj, name)
-                except Exception:  # noqa: BLE001 - properties may refuse on classes
+                except Exception:
                     continue
                 if id(value) in seen:
                     continue
