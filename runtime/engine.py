@@ -24,7 +24,13 @@ from typing import Any
 from runtime import protocol
 from runtime.app import App, load_app
 from runtime.errors import EngineClosed, PayloadError
-from runtime.models import EngineConfig, ErrorInfo, EventPayload, InvocationResult
+from runtime.models import (
+    EngineConfig,
+    ErrorInfo,
+    EventPayload,
+    InvocationResult,
+    payload_json_fast,
+)
 from runtime.pool import Lease, Overloaded, Pool
 from runtime.spawner import Spawner, WorkerProcess, describe_status
 
@@ -183,23 +189,28 @@ class Engine:
         """Validate the payload and find its handler; a result when it cannot go further."""
         if self._closed:
             raise EngineClosed("the engine is closed")
-        event = payload.event if isinstance(payload, EventPayload) else str(
-            payload.get("event", "") if isinstance(payload, dict) else "")
-        try:
-            checked = EventPayload.parse(payload)
-        except PayloadError as exc:
-            return self._result(app, event, None, "invalid_payload", start,
-                                error=ErrorInfo(type="PayloadError", message=str(exc)))
-        handler = app.handler_for(checked.event)
+        fast = payload_json_fast(payload)
+        if fast is not None:
+            event, encoded = fast
+        else:
+            event = payload.event if isinstance(payload, EventPayload) else str(
+                payload.get("event", "") if isinstance(payload, dict) else "")
+            try:
+                checked = EventPayload.parse(payload)
+            except PayloadError as exc:
+                return self._result(app, event, None, "invalid_payload", start,
+                                    error=ErrorInfo(type="PayloadError", message=str(exc)))
+            event, encoded = checked.event, checked.json_bytes()
+        handler = app.handler_for(event)
         if handler is None:
             subscribed = ", ".join(sorted(app.manifest.events))
-            return self._result(app, checked.event, None, "not_subscribed", start,
+            return self._result(app, event, None, "not_subscribed", start,
                                 error=ErrorInfo(type="NotSubscribed", message=(
-                                    f"{app.name} does not subscribe to {checked.event} "
+                                    f"{app.name} does not subscribe to {event} "
                                     f"(it subscribes to {subscribed})")))
         request = (b'{"op":"invoke","handler":' + json.dumps(handler).encode()
-                   + b',"payload":' + checked.json_bytes() + b"}")
-        return checked.event, handler, request
+                   + b',"payload":' + encoded + b"}")
+        return event, handler, request
 
     def _send(self, app: App, lease: Lease, request: bytes) -> None:
         worker = lease.worker

@@ -33,8 +33,18 @@ class Overloaded(Exception):
 
 
 class _Waiter:
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self.wake = wake
+    """A caller waiting for a worker: an async callback, or a threading.Event made (under the
+    pool's lock) only once the caller really has to wait."""
+
+    def __init__(self, wake: Callable[[], None] | None = None) -> None:
+        self.callback = wake
+        self.event: threading.Event | None = None
+
+    def wake(self) -> None:
+        if self.callback is not None:
+            self.callback()
+        else:
+            self.event.set()  # type: ignore[union-attr]
 
 
 class Pool:
@@ -66,12 +76,12 @@ class Pool:
         """A worker for `app_key`; raises Overloaded when none comes free in time."""
         deadline = time.monotonic() + wait_seconds
         while True:
-            event = threading.Event()
-            waiter = _Waiter(event.set)
+            waiter = _Waiter()
             lease = self._try_acquire(app_key, waiter)
             if lease is not None:
                 return lease
-            if not event.wait(max(deadline - time.monotonic(), 0.0)):
+            assert waiter.event is not None
+            if not waiter.event.wait(max(deadline - time.monotonic(), 0.0)):
                 self._give_up(waiter)
                 raise Overloaded()
 
@@ -150,6 +160,8 @@ class Pool:
                 if not self._lru:
                     if len(self._waiters) >= self.max_queue:
                         raise Overloaded()
+                    if waiter.callback is None:
+                        waiter.event = threading.Event()
                     self._waiters.append(waiter)
                     return None
                 victim, _ = self._lru.popitem(last=False)

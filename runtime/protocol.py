@@ -61,6 +61,14 @@ class FrameReader:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.buffer = bytearray()
+        self._poller: select.poll | None = None
+
+    def poller(self, fd: int) -> select.poll:
+        """A poll object for the pipe this reader serves, made once."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN)
+        return self._poller
 
     def next_body(self) -> bytes | None:
         """The first complete body in the buffer, or None while it is incomplete."""
@@ -94,8 +102,7 @@ def read_frame(fd: int, reader: FrameReader, deadline: float | None = None) -> b
         return body
     poller = None
     if deadline is not None:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
+        poller = reader.poller(fd)
     while True:
         if poller is not None and deadline is not None:
             remaining = deadline - time.monotonic()

@@ -97,15 +97,17 @@ class RawJSON:
         self.data = data
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    """Compact JSON for a reply, splicing RawJSON values in without decoding them."""
-    raw = {k: v for k, v in message.items() if isinstance(v, RawJSON)}
-    plain = {k: v for k, v in message.items() if not isinstance(v, RawJSON)}
-    body = json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8", "surrogatepass")
-    for key, value in raw.items():
-        body = body[:-1] + b"," + json.dumps(key).encode() + b":" + value.data + b"}"
-    return body
+    """Compact JSON for a reply, splicing RawJSON values in without decoding them again."""
+    parts = []
+    for key, value in message.items():
+        text = value.data if isinstance(value, RawJSON) else _ENCODER.encode(value).encode(
+            "utf-8", "surrogatepass")
+        parts.append(b'"' + key.encode() + b'":' + text)
+    return b"{" + b",".join(parts) + b"}"
 
 
 def main(request_fd: int, reply_fd: int) -> None:

@@ -47,13 +47,28 @@ def guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
     if isinstance(obj, types.ModuleType):
         raise AttributeError("modules are not accessible in handlers")
     if name in _FORMATTER_METHODS:
-        if isinstance(obj, str):
-            return _bound_format(obj, name)
-        if isinstance(obj, _real_type) and issubclass(obj, str):
-            return safe_format if name == "format" else safe_format_map
         if isinstance(obj, string.Formatter):
             raise AttributeError("string.Formatter is not available in handlers")
+        return _safe_formatter(getattr(obj, name, *default))
     return getattr(obj, name, *default)
+
+
+def _safe_formatter(found: Any) -> Any:
+    """Swap the real str.format/format_map for the plain-field versions, however they were
+    reached: on a str, on str or a subclass, or through a proxy such as super()."""
+    if found is _STR_FORMAT:
+        return safe_format
+    if found is _STR_FORMAT_MAP:
+        return safe_format_map
+    template = getattr(found, "__self__", None)
+    if (isinstance(template, str) and isinstance(found, types.BuiltinMethodType)
+            and found.__name__ in ("format", "format_map")):
+        return _bound_format(template, found.__name__)
+    return found
+
+
+_STR_FORMAT = str.format
+_STR_FORMAT_MAP = str.format_map
 
 
 def guarded_hasattr(obj: Any, name: Any) -> bool:

@@ -45,7 +45,11 @@ def load_module(compiled: CompiledHandler, logs: LogCapture) -> dict[str, Any]:
 def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
     """`exports[name]` when the module defines an `exports` dict, else the function `name`."""
     exports = namespace.get("exports")
-    if isinstance(exports, dict):
+    if exports is not None and type(exports) is not dict:
+        # Exactly dict: a subclass could lie in __contains__ or __getitem__.
+        raise HandlerNotFound(f"handler {name!r} not found: exports is a "
+                              f"{type(exports).__name__}, it must be a plain dict")
+    if exports is not None:
         if name not in exports:
             raise HandlerNotFound(f"handler {name!r} not found: exports has no key {name!r}")
         found = exports[name]
