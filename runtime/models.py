@@ -221,7 +221,7 @@ def payload_json_fast(obj: Any) -> tuple[str, bytes] | None:
         return None
     if len(encoded) > MAX_PAYLOAD_BYTES:
         return None
-    return event, encoded
+    return str(event), encoded
 
 
 def _compact(value: Any) -> bytes:
