@@ -102,12 +102,12 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 def encode(message: dict[str, Any]) -> bytes:
     """Compact JSON for a reply, splicing RawJSON values in without decoding them again."""
-    parts = []
+    plain = {k: v for k, v in message.items() if not isinstance(v, RawJSON)}
+    body = _ENCODER.encode(plain).encode("utf-8", "surrogatepass")
     for key, value in message.items():
-        text = value.data if isinstance(value, RawJSON) else _ENCODER.encode(value).encode(
-            "utf-8", "surrogatepass")
-        parts.append(b'"' + key.encode() + b'":' + text)
-    return b"{" + b",".join(parts) + b"}"
+        if isinstance(value, RawJSON):
+            body = body[:-1] + b',"' + key.encode() + b'":' + value.data + b"}"
+    return body
 
 
 def main(request_fd: int, reply_fd: int) -> None:

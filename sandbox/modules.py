@@ -141,5 +141,19 @@ def _exports(dotted: str) -> dict[str, Any]:
         if f"{dotted}.{n}" in ALLOWED_MODULES:
             exports[n] = facade(f"{dotted}.{n}")
         elif hasattr(real, n):
-            exports[n] = getattr(real, n)
+            exports[n] = _without_cache_handles(getattr(real, n))
     return exports
+
+
+def _without_cache_handles(value: Any) -> Any:
+    """lru_cache wrappers (urllib.parse.urlsplit) expose cache_info/cache_clear, state that
+    every invocation in the process shares: hand out a plain function instead."""
+    if not hasattr(value, "cache_clear"):
+        return value
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return value(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = getattr(value, "__name__", "function")
+    call.__doc__ = value.__doc__
+    return call

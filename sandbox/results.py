@@ -16,6 +16,7 @@ from sandbox.errors import ResultError
 MAX_DEPTH = 100
 
 _SCALARS = (str, int, bool, type(None))
+_PLAIN_NUMBERS = (int, bool)  # floats go through check(): NaN and Infinity are refused
 
 
 def to_json_bytes(value: Any, max_bytes: int, max_depth: int = MAX_DEPTH) -> bytes:
@@ -60,17 +61,27 @@ class _Checker:
             raise ResultError(f"{where}: contains itself (a cycle)")
         self.path_ids.add(id(value))
         self._grow(2, where)
+        # Paths are only built when a nested container or a bad value needs them.
         if kind is dict:
             for key, item in value.items():
                 if type(key) is not str:
                     raise ResultError(f"{where}: key {key!r} is a {_type_name(key)}, "
                                       "JSON object keys must be strings")
                 self._grow(len(key) + 4, where)
-                self.check(item, f"{where}[{key!r}]", depth + 1)
+                if type(item) is str:
+                    self._grow(len(item), where)
+                elif type(item) in _PLAIN_NUMBERS or item is None:
+                    self._grow(8, where)
+                else:
+                    self.check(item, f"{where}[{key!r}]", depth + 1)
         else:
             for index, item in enumerate(value):
-                self._grow(1, where)
-                self.check(item, f"{where}[{index}]", depth + 1)
+                if type(item) is str:
+                    self._grow(len(item) + 1, where)
+                elif type(item) in _PLAIN_NUMBERS or item is None:
+                    self._grow(9, where)
+                else:
+                    self.check(item, f"{where}[{index}]", depth + 1)
         self.path_ids.discard(id(value))
 
     def _grow(self, amount: int, where: str) -> None:

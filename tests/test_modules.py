@@ -110,3 +110,9 @@ def test_strftime_and_strptime_work_in_a_fresh_interpreter() -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['29/02/2024 13:45', '2024-02-29T13:45:00']"
+
+
+def test_no_facade_exposes_a_process_wide_cache() -> None:
+    for name in ALLOWED_MODULES:
+        for path, value in reachable(facade(name), depth=1):
+            assert not hasattr(value, "cache_clear"), f"{path} exposes cache_clear"
