@@ -50,13 +50,13 @@ class App:
     def test_payload_path(self, event: str) -> Path:
         return self.path / "server" / "test_data" / f"{event}.json"
 
-    def bind_request(self, sandbox_limits: dict[str, int], os_limits: dict[str, int]) -> bytes:
+    def bind_request(self, sandbox_limits: dict[str, int]) -> bytes:
         """The bind message a worker needs to serve this app (the host's compiled code)."""
         return json.dumps({
             "op": "bind", "app": self.name, "filename": self.compiled.filename,
             "source": self.compiled.source,
             "code": base64.b64encode(marshal.dumps(self.compiled.code)).decode(),
-            "limits": {"sandbox": sandbox_limits, "os": os_limits},
+            "limits": sandbox_limits,
         }).encode()
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from runtime import protocol
 from runtime.app import App, load_app
-from runtime.errors import EngineClosed, PayloadError
+from runtime.errors import ConfigError, EngineClosed, IsolationError, PayloadError
+from runtime.isolation import ACTIVE, LAYERS
 from runtime.models import (
     EngineConfig,
     ErrorInfo,
@@ -62,7 +63,7 @@ class Engine:
     """
 
     def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
-                 spares: int = 1, **settings: Any) -> None:
+                 spares: int = 1, allow_probes: bool = False, **settings: Any) -> None:
         if config is None:
             if workers is not None:
                 settings["workers"] = workers
@@ -71,14 +72,28 @@ class Engine:
             config = EngineConfig.parse({**config.model_dump(), **settings,
                                          **({"workers": workers} if workers else {})})
         self.config = config
-        self._spawner = Spawner()
+        unknown = sorted(set(config.require) - set(LAYERS))
+        if unknown:
+            raise ConfigError(f"config.require: unknown isolation layers {unknown}; "
+                              f"known: {', '.join(LAYERS)}")
+        self._spawner = Spawner({
+            "enabled": config.isolation, "require": list(config.require),
+            "probes": allow_probes, "rlimits": {
+                "memory_bytes": config.memory_limit_mb << 20,
+                "cpu_seconds": config.worker_cpu_seconds, "core_bytes": 0, "file_bytes": 0,
+                "open_files": 32, "processes": 0}})
+        report = self._spawner.start()["layers"]
+        missing = [f"{name}: {report.get(name, 'unknown')}" for name in config.require
+                   if report.get(name) != ACTIVE]
+        if missing:
+            self._spawner.close()
+            raise IsolationError("required isolation layers cannot be applied on this "
+                                 "machine:\n" + "\n".join(missing))
         self._pool = Pool(self._spawner, budget=config.workers, spares=spares,
                           recycle_after=config.recycle_after, max_queue=config.max_queue)
         self._closed = False
         self._sandbox_limits = {"max_log_bytes": config.max_log_bytes,
                                 "max_result_bytes": config.max_result_bytes}
-        self._os_limits = {"memory_bytes": config.memory_limit_mb << 20, "core_bytes": 0,
-                           "file_bytes": 0}
         self._max_reply = config.max_result_bytes + 4 * config.max_log_bytes + (64 << 10)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -101,6 +116,29 @@ class Engine:
     def workers(self) -> list[WorkerProcess]:
         """The live worker handles (for inspection and tests)."""
         return self._pool.workers()
+
+    def isolation(self) -> dict[str, str]:
+        """Each isolation layer: "active", or "unavailable: <why>", as a worker gets them."""
+        return dict(self._spawner.isolation["layers"])
+
+    def worker_start_ms(self) -> dict[str, float]:
+        """Measured at start (median of 5): `start_ms`, a fork from the zygote until the
+        isolation layers are applied and reported; `layers_ms`, the layers alone."""
+        return {key: float(self._spawner.isolation[key]) for key in ("start_ms", "layers_ms")}
+
+    def probe(self, source: str, timeout: float = 10.0) -> Any:
+        """TEST ONLY (needs allow_probes=True): run unrestricted `source` in a new worker
+        after its isolation layers and return its `result` variable; the worker is then
+        killed. Handlers can never reach this."""
+        worker = self._spawner.spawn()
+        try:
+            protocol.write_frame(worker.request_fd, json.dumps(
+                {"op": "probe", "source": source}).encode())
+            reply = protocol.decode(protocol.read_frame(
+                worker.reply_fd, worker.reader, time.monotonic() + timeout))
+            return reply.get("result")
+        finally:
+            worker.kill()
 
     # -- apps ------------------------------------------------------------------------------
 
@@ -217,8 +255,7 @@ class Engine:
         try:
             if lease.fresh:
                 worker.reader.max_bytes = self._max_reply
-                protocol.write_frame(worker.request_fd,
-                                     app.bind_request(self._sandbox_limits, self._os_limits))
+                protocol.write_frame(worker.request_fd, app.bind_request(self._sandbox_limits))
             protocol.write_frame(worker.request_fd, request)
         except OSError as exc:  # EPIPE: the worker died before it got the request
             raise _NotStarted() from exc

@@ -252,11 +252,13 @@ def _reason(exc: BaseException) -> str:
 class EngineConfig(_EdgeModel):
     """The engine's settings; immutable once built.
 
-        config = EngineConfig(workers=4, memory_limit_mb=512, require=["rlimit_as"])
+        config = EngineConfig(workers=4, memory_limit_mb=512, require=["seccomp", "landlock"])
         with Engine(config=config) as engine: ...
         EngineConfig.parse({"workers": 0})   # ConfigError: config.workers: must be at least 1
 
-    `workers` is the global worker budget that all loaded apps share.
+    `workers` is the global worker budget that all loaded apps share; `require` names
+    isolation layers (runtime.isolation.LAYERS) without which the engine refuses to start;
+    `isolation=False` turns the optional layers off (benchmarks measure their cost).
     """
 
     workers: int = Field(default=2, ge=1)
@@ -266,6 +268,8 @@ class EngineConfig(_EdgeModel):
     recycle_after: int = Field(default=1000, ge=1)
     max_queue: int = Field(default=1000, ge=0)
     require: list[NonEmpty] = Field(default_factory=list)
+    isolation: bool = True
+    worker_cpu_seconds: int = Field(default=600, ge=1)
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> EngineConfig:

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from runtime import protocol
 from runtime.errors import WorkerError
@@ -30,7 +31,7 @@ MAX_REPLY_BYTES = 16 << 20
 """No worker reply may claim more than this (results and logs are capped far below)."""
 
 ZYGOTE_START_SECONDS = 60.0
-_MAX_CONTROL_PACKET = 4096
+_MAX_CONTROL_PACKET = 16384
 _KEEP_EXITS = 4096
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -65,7 +66,9 @@ class WorkerProcess:
 class Spawner:
     """Starts workers by asking the zygote to fork; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.isolation: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -78,6 +81,12 @@ class Spawner:
     @property
     def zygote_pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def start(self) -> dict[str, Any]:
+        """Start the zygote now; returns its isolation report."""
+        with self._lock:
+            self._ensure_zygote()
+        return self.isolation
 
     def spawn(self, timeout: float = 10.0) -> WorkerProcess:
         """A new, unbound worker. Raises WorkerError if the zygote cannot provide one."""
@@ -146,7 +155,8 @@ class Spawner:
             p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)}
         with zygote_end:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "runtime.zygote", str(zygote_end.fileno())],
+                [sys.executable, "-m", "runtime.zygote", str(zygote_end.fileno()),
+                 json.dumps(self.settings)],
                 pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env, cwd="/")
         host_end.settimeout(ZYGOTE_START_SECONDS)
@@ -157,6 +167,7 @@ class Spawner:
             raise WorkerError(f"the zygote did not start: {exc}") from exc
         if hello.get("op") != "ready":
             raise WorkerError("the zygote did not start")
+        self.isolation = hello.get("isolation", {})
         host_end.settimeout(None)
         self._socket = host_end
         threading.Thread(target=self._read_control, args=(host_end,), daemon=True,

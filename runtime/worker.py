@@ -1,10 +1,10 @@
 """THE TRUST BOUNDARY: the loop a worker process runs; untrusted handler code runs under it.
 
-Stdlib, sandbox, protocol and limits only: no pydantic, no pickle, no threads. The worker reads
+Stdlib, sandbox and protocol only: no pydantic, no pickle, no threads. The worker reads
 requests from the host on one pipe and answers on another, one JSON frame each:
 
     host -> worker  {"op": "bind", "app": ..., "filename": ..., "source": ..., "code": b64,
-                     "limits": {...}}                              -> {"op": "ready"}
+                     "limits": {...}}                -> {"op": "ready", "isolation": {...}}
     host -> worker  {"op": "invoke", "handler": ..., "payload": {...}}
                     -> {"op": "result", "status": "ok" | "error" | "memory_limit",
                         "value": <json>, "error": {...}, "logs": ..., "cpu_ms": ..., ...}
@@ -22,7 +22,7 @@ import os
 import resource
 from typing import Any
 
-from runtime import limits, protocol
+from runtime import protocol
 from sandbox.errors import HandlerError, HandlerNotFound
 from sandbox.policy import CompiledHandler
 from sandbox.runner import Limits, invoke
@@ -35,9 +35,12 @@ source and its code), an invocation a payload (256 KiB) and its envelope."""
 class Worker:
     """One app's handler module, served invocation by invocation with fresh state."""
 
-    def __init__(self, request_fd: int, reply_fd: int) -> None:
+    def __init__(self, request_fd: int, reply_fd: int, isolation: dict[str, str] | None = None,
+                 probes: bool = False) -> None:
         self.request_fd = request_fd
         self.reply_fd = reply_fd
+        self.isolation = isolation or {}
+        self.probes = probes
         self.reader = protocol.FrameReader(MAX_REQUEST_BYTES)
         self.compiled: CompiledHandler | None = None
         self.limits = Limits()
@@ -52,17 +55,18 @@ class Worker:
             request = protocol.decode(body)
             if request.get("op") == "bind":
                 self.bind(request)
-                self.reply({"op": "ready", "pid": os.getpid()})
+                self.reply({"op": "ready", "pid": os.getpid(), "isolation": self.isolation})
             elif request.get("op") == "invoke":
                 self.reply(self.invoke(request["handler"], request["payload"]))
+            elif request.get("op") == "probe" and self.probes:
+                self.reply({"op": "probe", "result": run_probe(request["source"])})
             else:
                 raise protocol.ProtocolError(f"unknown request {request.get('op')!r}")
 
     def bind(self, request: dict[str, Any]) -> None:
         code = marshal.loads(base64.b64decode(request["code"]))
         self.compiled = CompiledHandler(request["filename"], request["source"], code)
-        self.limits = Limits(**request["limits"]["sandbox"])
-        limits.apply(request["limits"]["os"])
+        self.limits = Limits(**request["limits"])
 
     def invoke(self, handler: str, payload: Any) -> dict[str, Any]:
         assert self.compiled is not None, "invoke before bind"
@@ -110,11 +114,24 @@ def encode(message: dict[str, Any]) -> bytes:
     return body
 
 
-def main(request_fd: int, reply_fd: int) -> None:
-    """Entry point in a freshly forked worker (see runtime.zygote)."""
+def run_probe(source: str) -> Any:
+    """TEST ONLY, and only when the engine was built with probes allowed: run unrestricted
+    code in this worker (after its isolation layers) and return its `result` variable. The
+    request comes from the host; handlers cannot send requests."""
+    namespace: dict[str, Any] = {}
+    try:
+        exec(source, namespace)
+    except BaseException as exc:  # the probe reports what stopped it
+        return {"raised": type(exc).__name__, "message": str(exc)}
+    return namespace.get("result")
+
+
+def main(request_fd: int, reply_fd: int, isolation: dict[str, str] | None = None,
+         probes: bool = False) -> None:
+    """Entry point in a freshly forked worker, after its isolation layers (runtime.zygote)."""
     status = 0
     try:
-        Worker(request_fd, reply_fd).serve()
+        Worker(request_fd, reply_fd, isolation, probes).serve()
     except BaseException:
         status = 70
     os._exit(status)

@@ -1,34 +1,34 @@
 """The template process workers are forked from: a fresh interpreter, never the host.
 
-Started by the host with `python -m runtime.zygote FD` (exec'd, so it carries no host memory,
-threads or sockets), it imports only what a worker needs, warms the sandbox up, and then forks
-one worker per request. It runs no handler code itself. Control messages on the socket FD:
+Started by the host with `python -m runtime.zygote FD SETTINGS` (exec'd, so it carries no host
+memory, threads or sockets), it enters a network namespace with no interface, imports only
+what a worker needs, warms the sandbox up, and then forks one worker per request; each child
+applies the isolation layers (runtime.isolation) before it reads a single request. The
+zygote runs no handler code itself. Control messages on the socket FD:
 
     host -> zygote   {"op": "spawn", "id": n} + two fds (the worker's request and reply ends)
+    zygote -> host   {"op": "ready", "pid": p, "isolation": {...}}   (once, at start)
     zygote -> host   {"op": "spawned", "id": n, "pid": p}
     zygote -> host   {"op": "exited", "pid": p, "status": s}  (s < 0: killed by signal -s)
 
 The socket is SOCK_SEQPACKET: one JSON object per packet, fds attached to their request.
-
 EOF on the socket means the host is gone: the zygote kills its workers and exits.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import selectors
 import signal
 import socket
 import sys
+import time
+from typing import Any
 
-from runtime import worker
+from runtime import isolation, worker
 from sandbox import modules
 from sandbox.runner import run_source
-
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def warm_up() -> None:
@@ -41,9 +41,14 @@ def warm_up() -> None:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, settings: dict[str, Any]) -> None:
         self.control = control
+        self.settings = settings
         self.children: set[int] = set()
+        self.pid = os.getpid()
+        netns = isolation.enter_network_namespace() if settings["enabled"] else (
+            "unavailable: isolation is turned off in the engine config")
+        self.layers = isolation.WorkerLayers(settings, netns)
 
     def run(self) -> None:
         wake_r, wake_w = os.pipe()
@@ -53,7 +58,7 @@ class Zygote:
         selector = selectors.DefaultSelector()
         selector.register(self.control, selectors.EVENT_READ, "control")
         selector.register(wake_r, selectors.EVENT_READ, "child")
-        self.send({"op": "ready", "pid": os.getpid()})
+        self.send({"op": "ready", "pid": self.pid, "isolation": self.probe_layers()})
         while True:
             for key, _ in selector.select():
                 if key.data == "child":
@@ -62,6 +67,37 @@ class Zygote:
                 elif not self.on_control():
                     self.shutdown()
                     return
+
+    def probe_layers(self, rounds: int = 5) -> dict[str, Any]:
+        """Fork throwaway children that apply every layer and report: what a worker gets,
+        and (median of `rounds`) how long the fork plus layers, and the layers alone, take."""
+        starts, layer_times, layers = [], [], {}
+        for _ in range(rounds):
+            read_end, write_end = os.pipe()
+            started = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(read_end)
+                    began = time.perf_counter()
+                    report = self.layers.apply((write_end,), self.pid)
+                    spent = (time.perf_counter() - began) * 1000.0
+                    os.write(write_end, json.dumps([report, spent]).encode())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as f:
+                data = f.read(65536)
+            starts.append((time.perf_counter() - started) * 1000.0)
+            os.waitpid(pid, 0)
+            if not data:
+                return {"layers": {name: "unavailable: the probe process died"
+                                   for name in isolation.LAYERS}, "start_ms": 0.0,
+                        "layers_ms": 0.0}
+            layers, spent = json.loads(data)
+            layer_times.append(spent)
+        return {"layers": layers, "start_ms": round(sorted(starts)[rounds // 2], 3),
+                "layers_ms": round(sorted(layer_times)[rounds // 2], 3)}
 
     def on_control(self) -> bool:
         data, fds, _, _ = socket.recv_fds(self.control, 65536, 2)
@@ -86,24 +122,17 @@ class Zygote:
         return pid
 
     def become_worker(self, request_fd: int, reply_fd: int) -> None:
-        """In the child: own process group, no inherited fds, then serve."""
+        """In the child: its own process group, every isolation layer, then serve."""
         try:
             os.setsid()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            parent = os.getppid()
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the zygote died before the death signal was armed
-                os._exit(1)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            keep = sorted({0, 1, 2, request_fd, reply_fd})
-            for low, high in zip(keep, [*keep[1:], 1 << 16], strict=True):
-                os.closerange(low + 1, high)
-        except BaseException:
+            report = self.layers.apply((request_fd, reply_fd), self.pid)
+            if any(report.get(name) != isolation.ACTIVE for name in self.settings["require"]):
+                os._exit(3)  # the host checked these at start; refuse rather than run bare
+        except BaseException:  # a child must never return into the zygote's loop
             os._exit(1)
-        worker.main(request_fd, reply_fd)
+        worker.main(request_fd, reply_fd, report, self.settings["probes"])
 
     def reap(self) -> None:
         while self.children:
@@ -132,8 +161,10 @@ class Zygote:
 
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
+    settings = json.loads(sys.argv[2])
+    sys.path[:] = [p for p in sys.path if p not in ("", os.sep)]  # -m put the cwd, "/", there
     warm_up()
-    Zygote(control).run()
+    Zygote(control, settings).run()
 
 
 if __name__ == "__main__":

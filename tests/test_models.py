@@ -339,7 +339,7 @@ def test_engine_config_defaults() -> None:
 
 
 def test_engine_config_is_frozen_and_strict() -> None:
-    config = EngineConfig(workers=4, require=["rlimit_as"])
+    config = EngineConfig(workers=4, require=["seccomp"])
     with pytest.raises(ValidationError):
         config.workers = 8
     with pytest.raises(ConfigError) as caught:
@@ -348,7 +348,7 @@ def test_engine_config_is_frozen_and_strict() -> None:
         "config.workers: must be at least 1 (got 0)",
         "config.memory_limit_mb: must be an integer (got string)",
         "config: unknown key 'worker' (allowed: workers, memory_limit_mb, max_log_bytes, "
-        "max_result_bytes, recycle_after, max_queue, require)",
+        "max_result_bytes, recycle_after, max_queue, require, isolation, worker_cpu_seconds)",
     ]
 
 
