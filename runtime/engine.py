@@ -90,7 +90,10 @@ class Engine:
             raise IsolationError("required isolation layers cannot be applied on this "
                                  "machine:\n" + "\n".join(missing))
         self._pool = Pool(self._spawner, budget=config.workers, spares=spares,
-                          recycle_after=config.recycle_after, max_queue=config.max_queue)
+                          recycle_after=config.recycle_after, max_queue=config.max_queue,
+                          # half the CPU rlimit: a worker is replaced long before it bites
+                          recycle_cpu_ms=config.worker_cpu_seconds * 500.0,
+                          recycle_rss_kb=config.recycle_rss_mb << 10)
         self._closed = False
         self._sandbox_limits = {"max_log_bytes": config.max_log_bytes,
                                 "max_result_bytes": config.max_result_bytes}
@@ -283,7 +286,8 @@ class Engine:
             return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
                 type="WorkerError", message=f"the worker broke the protocol: {exc}"))
         status = reply["status"]
-        self._pool.release(worker, healthy=status == "ok" or status == "error")
+        self._pool.release(worker, healthy=status == "ok" or status == "error",
+                           cpu_ms=reply["cpu_ms"], rss_kb=reply["max_rss_kb"])
         common = {"logs": reply["logs"], "cpu_ms": reply["cpu_ms"],
                   "max_rss_kb": reply["max_rss_kb"], "worker_pid": worker.pid}
         if status == "ok":

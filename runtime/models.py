@@ -270,6 +270,7 @@ class EngineConfig(_EdgeModel):
     require: list[NonEmpty] = Field(default_factory=list)
     isolation: bool = True
     worker_cpu_seconds: int = Field(default=600, ge=1)
+    recycle_rss_mb: int = Field(default=192, ge=1)
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> EngineConfig:

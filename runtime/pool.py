@@ -51,11 +51,14 @@ class Pool:
     """Thread-safe; the async acquire waits on a future instead of a thread."""
 
     def __init__(self, spawner: Spawner, budget: int, spares: int, recycle_after: int,
-                 max_queue: int) -> None:
+                 max_queue: int, recycle_cpu_ms: float = float("inf"),
+                 recycle_rss_kb: int = 1 << 62) -> None:
         self.spawner = spawner
         self.budget = budget
         self.spare_target = spares
         self.recycle_after = recycle_after
+        self.recycle_cpu_ms = recycle_cpu_ms
+        self.recycle_rss_kb = recycle_rss_kb
         self.max_queue = max_queue
         self._lock = threading.Lock()
         self._spares_wanted = threading.Condition(self._lock)
@@ -104,10 +107,15 @@ class Pool:
                 self._give_up(waiter)
                 raise Overloaded() from None
 
-    def release(self, worker: WorkerProcess, healthy: bool) -> None:
-        """Give a worker back after a dispatch; an unhealthy or worn-out one is killed."""
+    def release(self, worker: WorkerProcess, healthy: bool, cpu_ms: float = 0.0,
+                rss_kb: int = 0) -> None:
+        """Give a worker back after a dispatch. An unhealthy one is killed; so is one worn
+        out by invocations, CPU time (its CPU rlimit accumulates) or memory growth, between
+        invocations, so no dispatch fails for it."""
         worker.invocations += 1
-        keep = healthy and worker.invocations < self.recycle_after
+        worker.cpu_ms += cpu_ms
+        keep = (healthy and worker.invocations < self.recycle_after
+                and worker.cpu_ms < self.recycle_cpu_ms and rss_kb < self.recycle_rss_kb)
         with self._lock:
             self._busy.discard(worker)
             if keep and not self._closed and worker.app_key is not None:

@@ -47,6 +47,7 @@ class WorkerProcess:
         default_factory=lambda: protocol.FrameReader(MAX_REPLY_BYTES))
     app_key: str | None = None
     invocations: int = 0
+    cpu_ms: float = 0.0
     exit_status: Future[int] = field(default_factory=Future)
 
     def kill(self) -> None:

@@ -246,3 +246,24 @@ def test_close_leaves_no_process_behind() -> None:
     tree = {zygote, *pids, *(c.pid for c in psutil.Process(zygote).children(recursive=True))}
     engine.close()
     assert all(_dead(pid) for pid in tree)
+
+
+def test_workers_are_recycled_after_n_invocations_without_failing_any() -> None:
+    with Engine(workers=1, recycle_after=2) as engine:
+        app = engine.load_app(APPS / "echo")
+        results = [engine.dispatch(app, make_payload()) for _ in range(6)]
+    assert [r.outcome for r in results] == ["ok"] * 6
+    pids = [r.worker_pid for r in results]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+    assert len(set(pids)) == 3
+
+
+def test_a_worker_whose_memory_grew_is_replaced_between_invocations() -> None:
+    with Engine(workers=1, recycle_rss_mb=64) as engine:
+        app = engine.load_app(APPS / "hungry")
+        small = [engine.dispatch(app, make_payload(mb=1)) for _ in range(2)]
+        big = engine.dispatch(app, make_payload(mb=100))
+        after = engine.dispatch(app, make_payload(mb=1))
+    assert [r.outcome for r in (*small, big, after)] == ["ok"] * 4
+    assert small[0].worker_pid == small[1].worker_pid == big.worker_pid
+    assert after.worker_pid != big.worker_pid
