@@ -63,7 +63,8 @@ class Engine:
     """
 
     def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
-                 spares: int = 1, allow_probes: bool = False, **settings: Any) -> None:
+                 spares: int = 1, allow_probes: bool = False,
+                 inject_fault: dict[str, Any] | None = None, **settings: Any) -> None:
         if config is None:
             if workers is not None:
                 settings["workers"] = workers
@@ -78,7 +79,7 @@ class Engine:
                               f"known: {', '.join(LAYERS)}")
         self._spawner = Spawner({
             "enabled": config.isolation, "require": list(config.require),
-            "probes": allow_probes, "rlimits": {
+            "probes": allow_probes, "fault": inject_fault, "rlimits": {
                 "memory_bytes": config.memory_limit_mb << 20,
                 "cpu_seconds": config.worker_cpu_seconds, "core_bytes": 0, "file_bytes": 0,
                 "open_files": 32, "processes": 0}})
@@ -171,7 +172,7 @@ class Engine:
                 self._send(app, lease, request)
                 if lease.fresh:
                     self._check_ready(self._read(lease.worker, deadline))
-                body = protocol.read_frame(lease.worker.reply_fd, lease.worker.reader, deadline)
+                body = self._read_result(lease.worker, deadline)
                 return self._finish(app, event, handler, lease.worker, body, start)
             except _NotStarted:
                 self._pool.release(lease.worker, healthy=False)
@@ -206,7 +207,11 @@ class Engine:
                     except protocol.PeerClosed:
                         raise _NotStarted() from None
                     self._check_ready(ready)
-                body = await _read_frame_async(lease.worker, deadline)
+                try:
+                    body = await _read_frame_async(lease.worker, deadline)
+                except protocol.PeerClosed:
+                    _raise_if_never_taken(lease.worker)
+                    raise
                 return self._finish(app, event, handler, lease.worker, body, start)
             except _NotStarted:
                 self._pool.release(lease.worker, healthy=False)
@@ -269,6 +274,13 @@ class Engine:
             return protocol.read_frame(worker.reply_fd, worker.reader, deadline)
         except protocol.PeerClosed:
             raise _NotStarted() from None
+
+    def _read_result(self, worker: WorkerProcess, deadline: float) -> bytes:
+        try:
+            return protocol.read_frame(worker.reply_fd, worker.reader, deadline)
+        except protocol.PeerClosed:
+            _raise_if_never_taken(worker)
+            raise
 
     def _check_ready(self, body: bytes) -> None:
         if protocol.decode(body).get("op") != "ready":
@@ -368,6 +380,13 @@ def _check_reply(reply: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:
                 and all(isinstance(v, str) and len(v) <= 65536 for v in error.values())):
             raise protocol.ProtocolError("malformed error")
     return reply
+
+
+def _raise_if_never_taken(worker: WorkerProcess) -> None:
+    """A worker that died with our request still unread in its pipe never started the
+    handler: the dispatch may go to another worker."""
+    if not worker.reader.buffer and protocol.unread_bytes(worker.request_fd) > 0:
+        raise _NotStarted()
 
 
 async def _read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:

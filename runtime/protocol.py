@@ -7,10 +7,12 @@ into a dict. Stdlib only: the worker imports this too.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import struct
+import termios
 import time
 from typing import Any
 
@@ -39,6 +41,15 @@ def write_frame(fd: int, body: bytes) -> None:
     while data:
         written = os.write(fd, data)
         data = data[written:]
+
+
+def unread_bytes(fd: int) -> int:
+    """Bytes written to a pipe that its reader has not taken yet (FIONREAD works on either
+    end): after a worker dies, unread request bytes prove it never saw the request."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0])
+    except OSError:
+        return 0
 
 
 def decode(body: bytes) -> dict[str, Any]:

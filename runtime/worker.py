@@ -1,6 +1,6 @@
 """THE TRUST BOUNDARY: the loop a worker process runs; untrusted handler code runs under it.
 
-Stdlib, sandbox and protocol only: no pydantic, no pickle, no threads. The worker reads
+Stdlib, sandbox, protocol (and the test-only faults) only: no pydantic, no pickle, no threads. The worker reads
 requests from the host on one pipe and answers on another, one JSON frame each:
 
     host -> worker  {"op": "bind", "app": ..., "filename": ..., "source": ..., "code": b64,
@@ -23,6 +23,7 @@ import resource
 from typing import Any
 
 from runtime import protocol
+from runtime.faults import Fault
 from sandbox.errors import HandlerError, HandlerNotFound
 from sandbox.policy import CompiledHandler
 from sandbox.runner import Limits, invoke
@@ -36,18 +37,28 @@ class Worker:
     """One app's handler module, served invocation by invocation with fresh state."""
 
     def __init__(self, request_fd: int, reply_fd: int, isolation: dict[str, str] | None = None,
-                 probes: bool = False) -> None:
+                 probes: bool = False, fault: dict[str, Any] | None = None) -> None:
         self.request_fd = request_fd
         self.reply_fd = reply_fd
         self.isolation = isolation or {}
         self.probes = probes
+        self.fault = Fault(fault, reply_fd)
         self.reader = protocol.FrameReader(MAX_REQUEST_BYTES)
         self.compiled: CompiledHandler | None = None
         self.limits = Limits()
+        self.ready_pending = False
+        self.served = 0
 
     def serve(self) -> None:
-        """Answer requests until the host closes the pipe."""
+        """Answer requests until the host closes the pipe.
+
+        A bind is acknowledged just before the first handler starts, not on arrival: a
+        fresh worker that dies before its ready reply never ran the handler, so the host
+        may safely send the dispatch to another worker."""
+        self.fault("start")
         while True:
+            if self.ready_pending:
+                self.fault("wait")
             try:
                 body = protocol.read_frame(self.request_fd, self.reader)
             except protocol.PeerClosed:
@@ -55,9 +66,18 @@ class Worker:
             request = protocol.decode(body)
             if request.get("op") == "bind":
                 self.bind(request)
-                self.reply({"op": "ready", "pid": os.getpid(), "isolation": self.isolation})
+                self.ready_pending = True
             elif request.get("op") == "invoke":
-                self.reply(self.invoke(request["handler"], request["payload"]))
+                self.fault("read")
+                if self.ready_pending:
+                    self.reply({"op": "ready", "pid": os.getpid(), "isolation": self.isolation})
+                    self.ready_pending = False
+                result = self.invoke(request["handler"], request["payload"])
+                if not self.fault("write"):
+                    self.reply(result)
+                self.served += 1
+                if self.served == 1:
+                    self.fault("between")
             elif request.get("op") == "probe" and self.probes:
                 self.reply({"op": "probe", "result": run_probe(request["source"])})
             else:
@@ -72,6 +92,7 @@ class Worker:
         assert self.compiled is not None, "invoke before bind"
         start = resource.getrusage(resource.RUSAGE_SELF)
         reply: dict[str, Any] = {"op": "result"}
+        self.fault("run")
         try:
             outcome = invoke(self.compiled, handler, payload, self.limits)
             reply.update(status="ok", value=RawJSON(outcome.result_json), logs=outcome.logs)
@@ -127,11 +148,11 @@ def run_probe(source: str) -> Any:
 
 
 def main(request_fd: int, reply_fd: int, isolation: dict[str, str] | None = None,
-         probes: bool = False) -> None:
+         probes: bool = False, fault: dict[str, Any] | None = None) -> None:
     """Entry point in a freshly forked worker, after its isolation layers (runtime.zygote)."""
     status = 0
     try:
-        Worker(request_fd, reply_fd, isolation, probes).serve()
+        Worker(request_fd, reply_fd, isolation, probes, fault).serve()
     except BaseException:
         status = 70
     os._exit(status)

@@ -46,6 +46,7 @@ class Zygote:
         self.settings = settings
         self.children: set[int] = set()
         self.pid = os.getpid()
+        self.faults_left = (settings.get("fault") or {}).get("count", 0)  # test only
         netns = isolation.enter_network_namespace() if settings["enabled"] else (
             "unavailable: isolation is turned off in the engine config")
         self.layers = isolation.WorkerLayers(settings, netns)
@@ -113,15 +114,18 @@ class Zygote:
         return True
 
     def fork_worker(self, request_fd: int, reply_fd: int) -> int:
+        fault = self.settings.get("fault") if self.faults_left > 0 else None
+        self.faults_left -= 1
         pid = os.fork()
         if pid == 0:
-            self.become_worker(request_fd, reply_fd)
+            self.become_worker(request_fd, reply_fd, fault)
         os.close(request_fd)
         os.close(reply_fd)
         self.children.add(pid)
         return pid
 
-    def become_worker(self, request_fd: int, reply_fd: int) -> None:
+    def become_worker(self, request_fd: int, reply_fd: int,
+                      fault: dict[str, Any] | None) -> None:
         """In the child: its own process group, every isolation layer, then serve."""
         try:
             os.setsid()
@@ -132,7 +136,7 @@ class Zygote:
                 os._exit(3)  # the host checked these at start; refuse rather than run bare
         except BaseException:  # a child must never return into the zygote's loop
             os._exit(1)
-        worker.main(request_fd, reply_fd, report, self.settings["probes"])
+        worker.main(request_fd, reply_fd, report, self.settings["probes"], fault)
 
     def reap(self) -> None:
         while self.children:
