@@ -118,6 +118,19 @@ def measure(rounds: int, calls: int) -> dict[str, float]:
             "ratio": restricted_us / plain_us}
 
 
+class Case:
+    """This question as a case of `python -m benchmarks` (see benchmarks/server.py)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def measure(self, rounds: int, calls: int) -> dict[str, float]:
+        return measure(rounds, calls)
+
+    def close(self) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -134,3 +147,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+

@@ -20,12 +20,11 @@ import pytest
 from benchmarks import __main__ as cli
 from benchmarks import placement, suite
 from benchmarks.payloads import SIZES, payload, payload_bytes
-from benchmarks.stats import CDF_POINTS
+from benchmarks.stats import CDF_FRACTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_PEBBLE = importlib.util.find_spec("pebble") is not None
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
-PEBBLE_CASES = {"pebble", "pebble_timeout"}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +49,8 @@ def expected(names: list[str] | tuple[str, ...], result: dict[str, Any]) -> set[
     optional package (and then the run must say so)."""
     missing = set(result["skipped"])
     if not HAVE_PEBBLE:
-        assert PEBBLE_CASES <= missing
-    return {n for n in names if n not in missing and not (n == "pebble" and "pebble" in missing)}
+        assert "pebble" in missing
+    return {n for n in names if n not in missing}
 
 
 @pytest.mark.timeout(180)
@@ -63,6 +62,11 @@ def test_smoke_run_exits_cleanly_and_writes_json(smoke_run: dict[str, Any]) -> N
     assert result["schema"] == 1 and result["profile"] == "smoke"
     assert result["placement"]["name"] == "same" and result["workers"] == 2
     assert tuple(result["sections"]) == suite.SECTIONS
+    cpu = result["placement"]["host_cpu"]
+    for name, facts in result["cases"].items():
+        assert facts["affinity"], name
+        assert all(cpus == [cpu] for cpus in facts["affinity"].values()), (name, facts)
+    assert set(result["cases"]["handlerbox_sync"]["isolation"])
     machine = result["machine"]
     for key in ("cpu_model", "cores", "kernel", "python", "packages"):
         assert machine[key], key
@@ -82,7 +86,9 @@ def test_latency_reports_percentiles_for_every_contender(smoke_run: dict[str, An
         for key in ("p50_us", "p90_us", "p99_us", "mean_us", "ratio_to_floor"):
             assert number(stats[key]) and stats[key] > 0, (name, key)
         assert stats["p50_us"] <= stats["p90_us"] <= stats["p99_us"]
-        assert len(stats["cdf_us"]) == CDF_POINTS and stats["cdf_us"] == sorted(stats["cdf_us"])
+        assert [q for q, _ in stats["cdf_us"]] == CDF_FRACTIONS
+        values = [us for _, us in stats["cdf_us"]]
+        assert values == sorted(values)
     assert contenders["floor"]["ratio_to_floor"] == 1.0
 
 
@@ -109,6 +115,8 @@ def test_throughput_timeout_and_cold_start_cover_every_contender(
     assert set(cold) == set(suite.COLD)
     for stats in cold.values():
         assert number(stats["total_ms_p50"]) and stats["total_ms_p50"] > 0
+    assert number(cold["handlerbox_cold"]["engine_ms_p50"])
+    assert "spawner_error" not in cold["handlerbox_cold"]["trials"][0]
     assert number(cold["handlerbox_cold"]["spawn_ms_p50"])
 
 
