@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -92,10 +93,14 @@ class Engine:
                                  "machine:\n" + "\n".join(missing))
         self._pool = Pool(self._spawner, budget=config.workers, spares=spares,
                           recycle_after=config.recycle_after, max_queue=config.max_queue,
+                          max_queue_per_app=config.max_queue_per_app,
                           # half the CPU rlimit: a worker is replaced long before it bites
                           recycle_cpu_ms=config.worker_cpu_seconds * 500.0,
                           recycle_rss_kb=config.recycle_rss_mb << 10)
-        self._closed = False
+        self._closed = False  # no new dispatches
+        self._stopped = False  # workers and zygote gone
+        self._inflight = 0
+        self._inflight_done = threading.Condition()
         self._sandbox_limits = {"max_log_bytes": config.max_log_bytes,
                                 "max_result_bytes": config.max_result_bytes}
         self._max_reply = config.max_result_bytes + 4 * config.max_log_bytes + (64 << 10)
@@ -109,13 +114,32 @@ class Engine:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Kill every worker and the zygote. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    def close(self, drain: bool = True) -> None:
+        """Stop the engine; new dispatches raise EngineClosed from now on. With `drain`,
+        dispatches in flight finish first (each within its own deadline); without, their
+        workers are killed and they end as `crashed`. Then every worker and the zygote are
+        killed and reaped. Idempotent."""
+        with self._inflight_done:
+            self._closed = True
+            while drain and self._inflight:
+                self._inflight_done.wait()
+            if self._stopped:
+                return
+            self._stopped = True
         self._pool.close()
         self._spawner.close()
+
+    def _enter(self) -> None:
+        with self._inflight_done:
+            if self._closed:
+                raise EngineClosed("the engine is closed (or closing): no new dispatches")
+            self._inflight += 1
+
+    def _leave(self) -> None:
+        with self._inflight_done:
+            self._inflight -= 1
+            if not self._inflight:
+                self._inflight_done.notify_all()
 
     def workers(self) -> list[WorkerProcess]:
         """The live worker handles (for inspection and tests)."""
@@ -156,7 +180,24 @@ class Engine:
     # -- dispatch --------------------------------------------------------------------------
 
     def dispatch(self, app: App, payload: dict[str, Any] | EventPayload) -> InvocationResult:
-        """Run the handler subscribed to the payload's event; always one InvocationResult."""
+        """Run the handler subscribed to the payload's event; always one InvocationResult.
+        Raises EngineClosed only, and only once close() was called."""
+        self._enter()
+        try:
+            return self._dispatch(app, payload)
+        finally:
+            self._leave()
+
+    async def dispatch_async(self, app: App,
+                             payload: dict[str, Any] | EventPayload) -> InvocationResult:
+        """`dispatch` for asyncio: waits on the worker's pipe in the event loop, no thread."""
+        self._enter()
+        try:
+            return await self._dispatch_async(app, payload)
+        finally:
+            self._leave()
+
+    def _dispatch(self, app: App, payload: dict[str, Any] | EventPayload) -> InvocationResult:
         start = time.monotonic()
         routed = self._route(app, payload, start)
         if isinstance(routed, InvocationResult):
@@ -185,9 +226,8 @@ class Engine:
                                   self._exit_status(lease.worker))
         return self._crashed_before_start(app, event, handler, start)
 
-    async def dispatch_async(self, app: App,
-                             payload: dict[str, Any] | EventPayload) -> InvocationResult:
-        """`dispatch` for asyncio: waits on the worker's pipe in the event loop, no thread."""
+    async def _dispatch_async(self, app: App,
+                              payload: dict[str, Any] | EventPayload) -> InvocationResult:
         start = time.monotonic()
         routed = self._route(app, payload, start)
         if isinstance(routed, InvocationResult):
@@ -233,8 +273,6 @@ class Engine:
     def _route(self, app: App, payload: dict[str, Any] | EventPayload,
                start: float) -> InvocationResult | tuple[str, str, bytes]:
         """Validate the payload and find its handler; a result when it cannot go further."""
-        if self._closed:
-            raise EngineClosed("the engine is closed")
         fast = payload_json_fast(payload)
         if fast is not None:
             event, encoded = fast
@@ -326,7 +364,9 @@ class Engine:
               exc: BaseException, start: float, status: int | None) -> InvocationResult:
         self._pool.release(worker, healthy=False)
         how = describe_status(status) if status is not None else "exit status unknown"
-        if isinstance(exc, protocol.PeerClosed):
+        if self._stopped:
+            message = "the engine was closed without draining while the handler ran"
+        elif isinstance(exc, protocol.PeerClosed):
             message = f"the worker died while running the handler: {how}"
         else:
             message = f"the worker broke the protocol ({exc}); it was killed"
@@ -341,6 +381,10 @@ class Engine:
 
     def _overloaded(self, app: App, event: str, handler: str, start: float
                     ) -> InvocationResult:
+        if self._stopped:
+            return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
+                type="EngineClosed", message="the engine was closed without draining before "
+                                             "a worker took the dispatch"))
         return self._result(app, event, handler, "overloaded", start, error=ErrorInfo(
             type="Overloaded", message=f"no worker came free within {app.execution_timeout:g}"
                                        " s, or the wait queue is full"))

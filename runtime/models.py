@@ -267,6 +267,7 @@ class EngineConfig(_EdgeModel):
     max_result_bytes: int = Field(default=1024 * 1024, ge=16)
     recycle_after: int = Field(default=1000, ge=1)
     max_queue: int = Field(default=1000, ge=0)
+    max_queue_per_app: int = Field(default=100, ge=0)
     require: list[NonEmpty] = Field(default_factory=list)
     isolation: bool = True
     worker_cpu_seconds: int = Field(default=600, ge=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +36,8 @@ class _Waiter:
     """A caller waiting for a worker: an async callback, or a threading.Event made (under the
     pool's lock) only once the caller really has to wait."""
 
-    def __init__(self, wake: Callable[[], None] | None = None) -> None:
+    def __init__(self, app_key: str, wake: Callable[[], None] | None = None) -> None:
+        self.app_key = app_key
         self.callback = wake
         self.event: threading.Event | None = None
 
@@ -51,7 +52,8 @@ class Pool:
     """Thread-safe; the async acquire waits on a future instead of a thread."""
 
     def __init__(self, spawner: Spawner, budget: int, spares: int, recycle_after: int,
-                 max_queue: int, recycle_cpu_ms: float = float("inf"),
+                 max_queue: int, max_queue_per_app: int | None = None,
+                 recycle_cpu_ms: float = float("inf"),
                  recycle_rss_kb: int = 1 << 62) -> None:
         self.spawner = spawner
         self.budget = budget
@@ -60,6 +62,7 @@ class Pool:
         self.recycle_cpu_ms = recycle_cpu_ms
         self.recycle_rss_kb = recycle_rss_kb
         self.max_queue = max_queue
+        self.max_queue_per_app = max_queue if max_queue_per_app is None else max_queue_per_app
         self._lock = threading.Lock()
         self._spares_wanted = threading.Condition(self._lock)
         self._idle: dict[str, list[WorkerProcess]] = {}
@@ -68,6 +71,7 @@ class Pool:
         self._bound = 0
         self._spares: list[WorkerProcess] = []
         self._waiters: deque[_Waiter] = deque()
+        self._waiting: Counter[str] = Counter()  # per app, for its own bound
         self._closed = False
         self._keeper = threading.Thread(target=self._keep_spares, daemon=True,
                                          name="handlerbox-spares")
@@ -79,7 +83,7 @@ class Pool:
         """A worker for `app_key`; raises Overloaded when none comes free in time."""
         deadline = time.monotonic() + wait_seconds
         while True:
-            waiter = _Waiter()
+            waiter = _Waiter(app_key)
             lease = self._try_acquire(app_key, waiter)
             if lease is not None:
                 return lease
@@ -97,7 +101,7 @@ class Pool:
             def wake(woken: asyncio.Future[None] = woken) -> None:
                 loop.call_soon_threadsafe(_set_once, woken)
 
-            waiter = _Waiter(wake)
+            waiter = _Waiter(app_key, wake)
             lease = self._try_acquire(app_key, waiter)
             if lease is not None:
                 return lease
@@ -128,19 +132,22 @@ class Pool:
             worker.kill()
 
     def close(self) -> None:
-        """Kill every worker; callers still waiting are told the pool is overloaded."""
+        """Kill every worker; callers still waiting are told the pool is overloaded. Busy
+        workers are only signalled: their callers see EOF, then release (and close) them."""
         with self._lock:
             self._closed = True
-            workers = [*self._lru, *self._spares, *self._busy]
+            unused = [*self._lru, *self._spares]
+            busy = list(self._busy)
             self._idle.clear()
             self._lru.clear()
             self._spares.clear()
-            self._busy.clear()
             while self._waiters:
                 self._wake_one()
             self._spares_wanted.notify_all()
-        for worker in workers:
+        for worker in unused:
             worker.kill()
+        for worker in busy:
+            worker.stop()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -166,11 +173,13 @@ class Pool:
                 return Lease(worker, fresh=False)
             if self._bound >= self.budget:
                 if not self._lru:
-                    if len(self._waiters) >= self.max_queue:
+                    if (len(self._waiters) >= self.max_queue
+                            or self._waiting[app_key] >= self.max_queue_per_app):
                         raise Overloaded()
                     if waiter.callback is None:
                         waiter.event = threading.Event()
                     self._waiters.append(waiter)
+                    self._waiting[app_key] += 1
                     return None
                 victim, _ = self._lru.popitem(last=False)
                 self._idle[victim.app_key or ""].remove(victim)
@@ -194,7 +203,14 @@ class Pool:
 
     def _wake_one(self) -> None:
         if self._waiters:
-            self._waiters.popleft().wake()
+            waiter = self._waiters.popleft()
+            self._forget(waiter)
+            waiter.wake()
+
+    def _forget(self, waiter: _Waiter) -> None:
+        self._waiting[waiter.app_key] -= 1
+        if not self._waiting[waiter.app_key]:
+            del self._waiting[waiter.app_key]
 
     def _give_up(self, waiter: _Waiter) -> None:
         """A waiter timed out. If it was woken meanwhile, pass the wake-up on, so a free
@@ -204,6 +220,8 @@ class Pool:
                 self._waiters.remove(waiter)
             except ValueError:
                 self._wake_one()
+            else:
+                self._forget(waiter)
 
     def _keep_spares(self) -> None:
         while True:

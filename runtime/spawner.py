@@ -50,17 +50,26 @@ class WorkerProcess:
     cpu_ms: float = 0.0
     exit_status: Future[int] = field(default_factory=Future)
 
-    def kill(self) -> None:
-        """SIGKILL the worker's whole process group and close the host's pipe ends."""
+    signalled: bool = False
+
+    def stop(self) -> None:
+        """SIGKILL the worker's whole process group, once, and never after the zygote reported
+        its exit (the pid may belong to another process by then). Safe from any thread."""
+        if self.signalled or self.exit_status.done():
+            return
+        self.signalled = True
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def kill(self) -> None:
+        """Stop the worker and close the host's pipe ends. Only the worker's current user may
+        close them: another thread could otherwise read a reused fd number."""
+        self.stop()
         for fd in (self.request_fd, self.reply_fd):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
         self.request_fd = self.reply_fd = -1
 
 
@@ -137,11 +146,6 @@ class Spawner:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-    def kill_zygote(self) -> None:
-        """For fault tests: SIGKILL the zygote; the next spawn starts a new one."""
-        if self._process is not None:
-            self._process.kill()
 
     # -- the zygote ------------------------------------------------------------------------
 

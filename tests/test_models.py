@@ -348,7 +348,8 @@ def test_engine_config_is_frozen_and_strict() -> None:
         "config.workers: must be at least 1 (got 0)",
         "config.memory_limit_mb: must be an integer (got string)",
         "config: unknown key 'worker' (allowed: workers, memory_limit_mb, max_log_bytes, "
-        "max_result_bytes, recycle_after, max_queue, require, isolation, worker_cpu_seconds, "
+        "max_result_bytes, recycle_after, max_queue, max_queue_per_app, require, isolation, "
+        "worker_cpu_seconds, "
         "recycle_rss_mb)",
     ]
 
