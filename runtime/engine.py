@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from runtime import protocol
+from runtime import protocol, replies
 from runtime.app import App, load_app
 from runtime.errors import ConfigError, EngineClosed, IsolationError, PayloadError
 from runtime.isolation import ACTIVE, LAYERS
@@ -37,21 +36,7 @@ from runtime.pool import Lease, Overloaded, Pool
 from runtime.spawner import Spawner, WorkerProcess, describe_status
 
 TIMEOUT_MESSAGE = "Timeout error while processing the request."
-_EXIT_STATUS_WAIT = 1.0
 _RETRIES = 2
-
-
-class _Failure(Exception):
-    """A dispatch ended without a usable reply: carries the outcome and error to report."""
-
-    def __init__(self, outcome: str, type_name: str, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.error = ErrorInfo(type=type_name, message=message)
-
-
-class _NotStarted(Exception):
-    """The worker was gone before it received the request: try another one."""
 
 
 class Engine:
@@ -212,10 +197,10 @@ class Engine:
             try:
                 self._send(app, lease, request)
                 if lease.fresh:
-                    self._check_ready(self._read(lease.worker, deadline))
-                body = self._read_result(lease.worker, deadline)
+                    replies.read_ready(lease.worker, deadline)
+                body = replies.read_result(lease.worker, deadline)
                 return self._finish(app, event, handler, lease.worker, body, start)
-            except _NotStarted:
+            except replies.NotStarted:
                 self._pool.release(lease.worker, healthy=False)
                 continue
             except protocol.DeadlineReached:
@@ -223,7 +208,7 @@ class Engine:
             except (protocol.ProtocolError, OSError) as exc:
                 lease.worker.kill()
                 return self._lost(app, event, handler, lease.worker, exc, start,
-                                  self._exit_status(lease.worker))
+                                  replies.exit_status(lease.worker))
         return self._crashed_before_start(app, event, handler, start)
 
     async def _dispatch_async(self, app: App,
@@ -242,25 +227,17 @@ class Engine:
             try:
                 self._send(app, lease, request)
                 if lease.fresh:
-                    try:
-                        ready = await _read_frame_async(lease.worker, deadline)
-                    except protocol.PeerClosed:
-                        raise _NotStarted() from None
-                    self._check_ready(ready)
-                try:
-                    body = await _read_frame_async(lease.worker, deadline)
-                except protocol.PeerClosed:
-                    _raise_if_never_taken(lease.worker)
-                    raise
+                    await replies.read_ready_async(lease.worker, deadline)
+                body = await replies.read_result_async(lease.worker, deadline)
                 return self._finish(app, event, handler, lease.worker, body, start)
-            except _NotStarted:
+            except replies.NotStarted:
                 self._pool.release(lease.worker, healthy=False)
                 continue
             except protocol.DeadlineReached:
                 return self._timed_out(app, event, handler, lease.worker, start)
             except (protocol.ProtocolError, OSError) as exc:
                 lease.worker.kill()
-                status = await _exit_status_async(lease.worker)
+                status = await replies.exit_status_async(lease.worker)
                 return self._lost(app, event, handler, lease.worker, exc, start, status)
             except asyncio.CancelledError:
                 lease.worker.kill()  # its reply would arrive for nobody
@@ -304,30 +281,12 @@ class Engine:
                 protocol.write_frame(worker.request_fd, app.bind_request(self._sandbox_limits))
             protocol.write_frame(worker.request_fd, request)
         except OSError as exc:  # EPIPE: the worker died before it got the request
-            raise _NotStarted() from exc
-
-    def _read(self, worker: WorkerProcess, deadline: float) -> bytes:
-        """The bind's ready reply: EOF before it means the handler never started."""
-        try:
-            return protocol.read_frame(worker.reply_fd, worker.reader, deadline)
-        except protocol.PeerClosed:
-            raise _NotStarted() from None
-
-    def _read_result(self, worker: WorkerProcess, deadline: float) -> bytes:
-        try:
-            return protocol.read_frame(worker.reply_fd, worker.reader, deadline)
-        except protocol.PeerClosed:
-            _raise_if_never_taken(worker)
-            raise
-
-    def _check_ready(self, body: bytes) -> None:
-        if protocol.decode(body).get("op") != "ready":
-            raise protocol.ProtocolError("expected the worker's ready reply")
+            raise replies.NotStarted() from exc
 
     def _finish(self, app: App, event: str, handler: str, worker: WorkerProcess,
                 body: bytes, start: float) -> InvocationResult:
         try:
-            reply = _check_reply(protocol.decode(body), self.config.max_log_bytes)
+            reply = replies.check_result(protocol.decode(body), self.config.max_log_bytes)
             if worker.reader.buffer:
                 raise protocol.ProtocolError("unexpected bytes after the reply")
         except protocol.ProtocolError as exc:
@@ -373,12 +332,6 @@ class Engine:
         return self._result(app, event, handler, "crashed", start, worker_pid=worker.pid,
                             error=ErrorInfo(type="WorkerCrashed", message=message))
 
-    def _exit_status(self, worker: WorkerProcess) -> int | None:
-        try:
-            return worker.exit_status.result(_EXIT_STATUS_WAIT)
-        except Exception:
-            return None
-
     def _overloaded(self, app: App, event: str, handler: str, start: float
                     ) -> InvocationResult:
         if self._stopped:
@@ -403,76 +356,3 @@ class Engine:
             logs=fields.pop("logs", ""), duration_ms=(time.monotonic() - start) * 1000.0,
             cpu_ms=fields.pop("cpu_ms", None), max_rss_kb=fields.pop("max_rss_kb", None),
             timeout_s=app.execution_timeout, worker_pid=fields.pop("worker_pid", None))
-
-
-def _check_reply(reply: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:
-    """A worker's result reply, checked field by field (it is untrusted)."""
-    if reply.get("op") != "result" or reply.get("status") not in ("ok", "error",
-                                                                  "memory_limit"):
-        raise protocol.ProtocolError("not a result reply")
-    logs = reply.get("logs", "")
-    if not isinstance(logs, str) or len(logs) > max_log_bytes + 200:
-        raise protocol.ProtocolError("logs missing or over the cap")
-    for name in ("cpu_ms", "max_rss_kb"):
-        value = reply.get(name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise protocol.ProtocolError(f"{name} is not a non-negative number")
-    reply["max_rss_kb"] = int(reply["max_rss_kb"])
-    if reply["status"] == "error":
-        error = reply.get("error")
-        if not (isinstance(error, dict) and set(error) == {"type", "message", "traceback"}
-                and all(isinstance(v, str) and len(v) <= 65536 for v in error.values())):
-            raise protocol.ProtocolError("malformed error")
-    return reply
-
-
-def _raise_if_never_taken(worker: WorkerProcess) -> None:
-    """A worker that died with our request still unread in its pipe never started the
-    handler: the dispatch may go to another worker."""
-    if not worker.reader.buffer and protocol.unread_bytes(worker.request_fd) > 0:
-        raise _NotStarted()
-
-
-async def _read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
-    """Wait for one frame in the event loop: a reader callback and a deadline timer."""
-    body = worker.reader.next_body()
-    if body is not None:
-        return body
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[bytes] = loop.create_future()
-    fd = worker.reply_fd
-
-    def on_readable() -> None:
-        if done.done():
-            return
-        try:
-            data = os.read(fd, protocol.CHUNK)
-            if not data:
-                raise protocol.PeerClosed("peer closed the pipe")
-            frame = worker.reader.feed(data)
-        except (protocol.ProtocolError, OSError) as exc:
-            done.set_exception(exc)
-            return
-        if frame is not None:
-            done.set_result(frame)
-
-    def on_deadline() -> None:
-        if not done.done():
-            done.set_exception(protocol.DeadlineReached())
-
-    loop.add_reader(fd, on_readable)
-    timer = loop.call_later(max(deadline - time.monotonic(), 0.0), on_deadline)
-    try:
-        return await done
-    finally:
-        loop.remove_reader(fd)
-        timer.cancel()
-
-
-async def _exit_status_async(worker: WorkerProcess) -> int | None:
-    """The worker's exit status as the zygote reports it, or None if it does not come soon."""
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(worker.exit_status),
-                                      _EXIT_STATUS_WAIT)
-    except Exception:
-        return None
