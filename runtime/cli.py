@@ -47,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("app", type=Path)
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(func=_validate)
+
+    doctor = commands.add_parser("doctor", help="which isolation layers workers get here")
+    doctor.add_argument("--require", default="", help="comma-separated layers that must be "
+                        "active (exit 1 otherwise)")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=_doctor)
+
+    bench = commands.add_parser("bench", help="run the benchmark suite (python -m benchmarks)",
+                                add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
     return parser
 
 
@@ -110,6 +121,31 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{args.app}: ok")
         return EXIT_OK
     return _report_problems(problems, args.json)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from runtime.engine import Engine
+
+    with Engine(workers=1, spares=0) as engine:
+        layers, start = engine.isolation(), engine.worker_start_ms()
+    required = [name for name in args.require.split(",") if name]
+    missing = [name for name in required if layers.get(name) != "active"]
+    if args.json:
+        print(json.dumps({"layers": layers, "worker_start_ms": start, "missing": missing}))
+    else:
+        for name, state in layers.items():
+            print(f"{name:13s} {state}")
+        print(f"worker start: {start['start_ms']:.2f} ms (isolation layers "
+              f"{start['layers_ms']:.2f} ms)")
+        for name in missing:
+            print(f"required layer {name} is not active", file=sys.stderr)
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.__main__ import main as bench_main
+
+    return int(bench_main(args.rest))
 
 
 def _report_problems(problems: list[str], as_json: bool, code: str = "invalid_app") -> int:

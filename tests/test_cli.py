@@ -110,3 +110,15 @@ def _copy_app(source: Path, tmp_path: Path) -> Path:
     (app / "manifest.json").write_text((source / "manifest.json").read_text())
     (app / "server" / "server.py").write_text((source / "server" / "server.py").read_text())
     return app
+
+
+def test_doctor_lists_every_layer_and_fails_on_a_missing_required_one() -> None:
+    done = handlerbox("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["layers"]["seccomp"] == "active" and report["missing"] == []
+    assert set(report["worker_start_ms"]) == {"start_ms", "layers_ms"}
+    unavailable = [n for n, state in report["layers"].items() if state != "active"]
+    if unavailable:
+        failed = handlerbox("doctor", "--require", unavailable[0])
+        assert failed.returncode == 1 and unavailable[0] in failed.stderr
