@@ -23,7 +23,13 @@ from typing import Any
 
 from runtime import protocol, replies
 from runtime.app import App, load_app
-from runtime.errors import ConfigError, EngineClosed, IsolationError, PayloadError
+from runtime.errors import (
+    ConfigError,
+    EngineClosed,
+    IsolationError,
+    PayloadError,
+    WorkerError,
+)
 from runtime.isolation import ACTIVE, LAYERS
 from runtime.models import (
     EngineConfig,
@@ -36,7 +42,8 @@ from runtime.pool import Lease, Overloaded, Pool
 from runtime.spawner import Spawner, WorkerProcess, describe_status
 
 TIMEOUT_MESSAGE = "Timeout error while processing the request."
-_RETRIES = 2
+_ATTEMPTS = 4
+"""Workers that die before taking a request are replaced; a dispatch tries this many."""
 
 
 class Engine:
@@ -188,11 +195,15 @@ class Engine:
         if isinstance(routed, InvocationResult):
             return routed
         event, handler, request = routed
-        for _ in range(_RETRIES + 1):
+        failure = "the workers died before they received the request"
+        for _ in range(_ATTEMPTS):
             try:
                 lease = self._pool.acquire(app.key, app.execution_timeout)
             except Overloaded:
                 return self._overloaded(app, event, handler, start)
+            except WorkerError as exc:  # the zygote could not fork one: try again
+                failure = str(exc)
+                continue
             deadline = time.monotonic() + app.execution_timeout
             try:
                 self._send(app, lease, request)
@@ -209,7 +220,7 @@ class Engine:
                 lease.worker.kill()
                 return self._lost(app, event, handler, lease.worker, exc, start,
                                   replies.exit_status(lease.worker))
-        return self._crashed_before_start(app, event, handler, start)
+        return self._crashed_before_start(app, event, handler, start, failure)
 
     async def _dispatch_async(self, app: App,
                               payload: dict[str, Any] | EventPayload) -> InvocationResult:
@@ -218,11 +229,15 @@ class Engine:
         if isinstance(routed, InvocationResult):
             return routed
         event, handler, request = routed
-        for _ in range(_RETRIES + 1):
+        failure = "the workers died before they received the request"
+        for _ in range(_ATTEMPTS):
             try:
                 lease = await self._pool.acquire_async(app.key, app.execution_timeout)
             except Overloaded:
                 return self._overloaded(app, event, handler, start)
+            except WorkerError as exc:  # the zygote could not fork one: try again
+                failure = str(exc)
+                continue
             deadline = time.monotonic() + app.execution_timeout
             try:
                 self._send(app, lease, request)
@@ -243,7 +258,7 @@ class Engine:
                 lease.worker.kill()  # its reply would arrive for nobody
                 self._pool.release(lease.worker, healthy=False)
                 raise
-        return self._crashed_before_start(app, event, handler, start)
+        return self._crashed_before_start(app, event, handler, start, failure)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -342,11 +357,11 @@ class Engine:
             type="Overloaded", message=f"no worker came free within {app.execution_timeout:g}"
                                        " s, or the wait queue is full"))
 
-    def _crashed_before_start(self, app: App, event: str, handler: str, start: float
-                              ) -> InvocationResult:
+    def _crashed_before_start(self, app: App, event: str, handler: str, start: float,
+                              failure: str) -> InvocationResult:
         return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
-            type="WorkerCrashed", message=f"{_RETRIES + 1} workers in a row died before they "
-                                          "received the request"))
+            type="WorkerCrashed", message=f"{_ATTEMPTS} attempts to start the handler failed:"
+                                          f" {failure}"))
 
     def _result(self, app: App, event: str, handler: str | None, outcome: str, start: float,
                 **fields: Any) -> InvocationResult:

@@ -161,14 +161,27 @@ class Pool:
     # -- internals -------------------------------------------------------------------------
 
     def _try_acquire(self, app_key: str, waiter: _Waiter) -> Lease | None:
+        dead: list[WorkerProcess] = []
+        try:
+            return self._try_acquire_locked(app_key, waiter, dead)
+        finally:
+            for worker in dead:
+                worker.kill()
+
+    def _try_acquire_locked(self, app_key: str, waiter: _Waiter,
+                            dead: list[WorkerProcess]) -> Lease | None:
         victim = None
         with self._lock:
             if self._closed:
                 raise Overloaded()
             idle = self._idle.get(app_key)
-            if idle:
+            while idle:
                 worker = idle.pop()
                 del self._lru[worker]
+                if worker.exit_status.done():  # died while idle: never hand it out
+                    self._bound -= 1
+                    dead.append(worker)
+                    continue
                 self._busy.add(worker)
                 return Lease(worker, fresh=False)
             if self._bound >= self.budget:
@@ -185,7 +198,12 @@ class Pool:
                 self._idle[victim.app_key or ""].remove(victim)
             else:
                 self._bound += 1
-            spare = self._spares.pop() if self._spares else None
+            spare = None
+            while self._spares and spare is None:
+                spare = self._spares.pop()
+                if spare.exit_status.done():
+                    dead.append(spare)
+                    spare = None
             self._spares_wanted.notify()
         if victim is not None:
             victim.kill()

@@ -101,7 +101,10 @@ class Zygote:
                 "layers_ms": round(sorted(layer_times)[rounds // 2], 3)}
 
     def on_control(self) -> bool:
-        data, fds, _, _ = socket.recv_fds(self.control, 65536, 2)
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, 65536, 2)
+        except OSError:  # ECONNRESET when the host closed with our packets unread
+            return False
         if not data:
             return False
         request = json.loads(data)
