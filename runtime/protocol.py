@@ -2,19 +2,20 @@
 
 Reads bytes a worker wrote, so everything here treats its input as hostile: the length is
 checked against a cap before anything is allocated, and bodies are only ever parsed as JSON
-into a dict. Stdlib only: the worker imports this too.
+into a dict (orjson: strict, depth-limited). The worker imports this too.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import select
 import struct
 import termios
 import time
 from typing import Any
+
+import orjson
 
 HEADER = struct.Struct(">I")
 
@@ -55,8 +56,8 @@ def unread_bytes(fd: int) -> int:
 def decode(body: bytes) -> dict[str, Any]:
     """Parse a frame body that must be a JSON object."""
     try:
-        message = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        message = orjson.loads(body)  # strict JSON: no NaN, at most 1024 levels deep
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
@@ -117,7 +118,9 @@ def read_frame(fd: int, reader: FrameReader, deadline: float | None = None) -> b
     while True:
         if poller is not None and deadline is not None:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000.0):
+            # poll() counts whole milliseconds and rounds a fraction up: round down instead,
+            # and finish the last fraction of a millisecond with poll(0), never late.
+            if remaining <= 0 or not poller.poll(int(remaining * 1000.0)):
                 if time.monotonic() >= deadline:
                     raise DeadlineReached()
                 continue

@@ -17,11 +17,12 @@ trusted direction only). Anything the worker sends back is parsed by the host as
 from __future__ import annotations
 
 import base64
-import json
 import marshal
 import os
 import resource
 from typing import Any
+
+import orjson
 
 from runtime import protocol
 from runtime.faults import Fault
@@ -103,7 +104,7 @@ class Worker:
             error = exc if isinstance(exc, HandlerError) else HandlerError(
                 "HandlerNotFound", str(exc))
             status = "memory_limit" if error.type_name == "MemoryError" else "error"
-            reply.update(status=status, logs=getattr(exc, "logs", ""), error={
+            reply.update(status=status, logs=exc.logs, error={
                 "type": error.type_name, "message": error.message,
                 "traceback": error.traceback})
         end = resource.getrusage(resource.RUSAGE_SELF)
@@ -123,17 +124,26 @@ class RawJSON:
         self.data = data
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def encode(message: dict[str, Any]) -> bytes:
     """Compact JSON for a reply, splicing RawJSON values in without decoding them again."""
     plain = {k: v for k, v in message.items() if not isinstance(v, RawJSON)}
-    body = _ENCODER.encode(plain).encode("utf-8", "surrogatepass")
+    try:
+        body = orjson.dumps(plain)
+    except TypeError:  # a lone surrogate in logs or an error message: not valid UTF-8
+        body = orjson.dumps(_valid_text(plain))
     for key, value in message.items():
         if isinstance(value, RawJSON):
             body = body[:-1] + b',"' + key.encode() + b'":' + value.data + b"}"
     return body
+
+
+def _valid_text(value: Any) -> Any:
+    """Strings with lone surrogates replaced, so they can travel as UTF-8 JSON."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _valid_text(v) for k, v in value.items()}
+    return value
 
 
 def run_probe(source: str) -> Any:

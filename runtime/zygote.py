@@ -17,6 +17,7 @@ EOF on the socket means the host is gone: the zygote kills its workers and exits
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -171,6 +172,9 @@ def main() -> None:
     settings = json.loads(sys.argv[2])
     sys.path[:] = [p for p in sys.path if p not in ("", os.sep)]  # -m put the cwd, "/", there
     warm_up()
+    # Everything imported so far lives as long as the workers: keep it out of their GC passes
+    # (and its pages shared, not copied on a collection's write).
+    gc.freeze()
     Zygote(control, settings).run()
 
 

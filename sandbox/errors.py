@@ -50,12 +50,14 @@ class HandlerNotFound(HandlerboxError):
     """Raised when the module defines no handler of the requested name."""
 
     code = "handler_not_found"
+    logs = ""  # what the module printed before the lookup failed
 
 
 class HandlerError(HandlerboxError):
     """Raised when handler code raises; carries the type, message and handler-only traceback."""
 
     code = "handler_error"
+    logs = ""  # what the handler printed before it failed
 
     def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
         self.type_name = type_name

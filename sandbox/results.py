@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 from sandbox.errors import ResultError
 
 MAX_DEPTH = 100
@@ -23,10 +25,14 @@ def to_json_bytes(value: Any, max_bytes: int, max_depth: int = MAX_DEPTH) -> byt
     """Validate `value` as plain bounded JSON and encode it compactly as UTF-8."""
     _Checker(max_bytes, max_depth).check(value, "value", 0)
     try:
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False,
-                             separators=(",", ":")).encode("utf-8", "surrogatepass")
-    except (ValueError, TypeError, RecursionError) as exc:  # e.g. int beyond 4300 digits
-        raise ResultError(f"value: cannot be encoded as JSON ({exc})") from None
+        # The checker has refused NaN, Infinity, non-str keys, cycles and depth already.
+        encoded = orjson.dumps(value)
+    except TypeError:  # ints beyond 64 bits, lone surrogates: the slower stdlib decides
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False,
+                                 separators=(",", ":")).encode("utf-8")
+        except (ValueError, TypeError, RecursionError) as exc:  # e.g. a 5000-digit int
+            raise ResultError(f"value: cannot be encoded as JSON ({exc})") from None
     if len(encoded) > max_bytes:
         raise ResultError(f"value: result is {len(encoded)} bytes, over the limit of "
                           f"{max_bytes}")

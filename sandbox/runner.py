@@ -32,16 +32,6 @@ class Invocation:
     logs: str
 
 
-def load_module(compiled: CompiledHandler, logs: LogCapture) -> dict[str, Any]:
-    """Execute the module body in a fresh namespace; module-level errors are HandlerErrors."""
-    namespace = new_namespace(logs, module_name=compiled.filename.rsplit(".", 1)[0])
-    try:
-        exec(compiled.code, namespace)
-    except BaseException as exc:
-        raise handler_error(exc, compiled) from None
-    return namespace
-
-
 def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
     """`exports[name]` when the module defines an `exports` dict, else the function `name`."""
     exports = namespace.get("exports")
@@ -65,19 +55,28 @@ def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
 
 def invoke(compiled: CompiledHandler, name: str, payload: Any,
            limits: Limits = Limits()) -> Invocation:
-    """Run handler `name` on `payload` with fresh state; HandlerError carries the logs too."""
+    """Exec the module in a fresh namespace, call handler `name` on `payload`, and encode
+    the result. Anything the handler raises is a HandlerError, which carries the logs too."""
     logs = LogCapture(limits.max_log_bytes)
+    namespace = new_namespace(logs, module_name=compiled.filename.rsplit(".", 1)[0])
     try:
-        namespace = load_module(compiled, logs)
-        handler = resolve_handler(namespace, name)
         try:
+            exec(compiled.code, namespace)
+            handler = resolve_handler(namespace, name)
             value = handler(payload)
-        except BaseException as exc:
+        except HandlerNotFound:
+            raise
+        except BaseException as exc:  # SystemExit and the like are handler errors too
             raise handler_error(exc, compiled) from None
         result = to_json_bytes(value, limits.max_result_bytes)
-    except HandlerError as exc:
-        exc.logs = logs.text()  # type: ignore[attr-defined]
+    except (HandlerError, HandlerNotFound) as exc:
+        exc.logs = logs.text()
         raise
+    finally:
+        # A module's functions point back at its namespace: clearing it breaks those cycles,
+        # so refcounting frees the invocation now instead of a GC pass in a later one.
+        namespace["__builtins__"].clear()
+        namespace.clear()
     return Invocation(result_json=result, logs=logs.text())
 
 

@@ -267,3 +267,12 @@ def test_a_worker_whose_memory_grew_is_replaced_between_invocations() -> None:
     assert [r.outcome for r in (*small, big, after)] == ["ok"] * 4
     assert small[0].worker_pid == small[1].worker_pid == big.worker_pid
     assert after.worker_pid != big.worker_pid
+
+
+def test_lone_surrogates_in_logs_and_errors_travel_as_replacement_characters(
+        engine: Engine) -> None:
+    app = engine.load_app(APPS / "surrogates")
+    printed = engine.dispatch(app, make_payload())
+    assert printed.outcome == "ok" and printed.logs == "half a pair: ?\n"
+    raised = engine.dispatch(app, make_payload("onCallUpdate"))
+    assert raised.outcome == "handler_error" and raised.error.message == "bad ? text"
