@@ -105,28 +105,35 @@ CHUNK = 65536
 
 
 def read_frame(fd: int, reader: FrameReader, deadline: float | None = None) -> bytes:
-    """Block until one frame arrives on `fd`, or `deadline` (time.monotonic) passes.
-
-    With a deadline the fd is polled, so the wait ends on data, EOF or the deadline, whichever
-    comes first; nothing sleeps. Raises PeerClosed, ProtocolError or DeadlineReached."""
+    """One frame from `fd`: blocking (the worker's side), or, on a non-blocking fd (the
+    host's side), waiting in poll() until data, EOF or `deadline` (time.monotonic), whichever
+    comes first; nothing sleeps. The host reads before it polls: on one CPU the worker has
+    usually answered by the time the request write returns. Raises PeerClosed, ProtocolError
+    or DeadlineReached."""
     body = reader.next_body()
-    if body is not None:
-        return body
-    poller = None
-    if deadline is not None:
-        poller = reader.poller(fd)
-    while True:
-        if poller is not None and deadline is not None:
-            remaining = deadline - time.monotonic()
-            # poll() counts whole milliseconds and rounds a fraction up: round down instead,
-            # and finish the last fraction of a millisecond with poll(0), never late.
-            if remaining <= 0 or not poller.poll(int(remaining * 1000.0)):
-                if time.monotonic() >= deadline:
-                    raise DeadlineReached()
-                continue
-        data = os.read(fd, CHUNK)
+    while body is None:
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            wait_readable(fd, reader, deadline)
+            continue
         if not data:
             raise PeerClosed("peer closed the pipe")
         body = reader.feed(data)
-        if body is not None:
-            return body
+    return body
+
+
+def wait_readable(fd: int, reader: FrameReader, deadline: float | None) -> None:
+    poller = reader.poller(fd)
+    while True:
+        if deadline is None:
+            timeout_ms = None
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineReached()
+            # poll() counts whole milliseconds and rounds a fraction up: round down instead,
+            # and finish the last fraction of a millisecond with poll(0), never late.
+            timeout_ms = int(remaining * 1000.0)
+        if poller.poll(timeout_ms):
+            return

@@ -72,6 +72,14 @@ async def read_result_async(worker: WorkerProcess, deadline: float) -> bytes:
 async def read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
     """Wait for one frame in the event loop: a reader callback and a deadline timer."""
     body = worker.reader.next_body()
+    while body is None:  # read before registering with the loop: the answer is often there
+        try:
+            data = os.read(worker.reply_fd, protocol.CHUNK)
+        except BlockingIOError:
+            break
+        if not data:
+            raise protocol.PeerClosed("peer closed the pipe")
+        body = worker.reader.feed(data)
     if body is not None:
         return body
     loop = asyncio.get_running_loop()
@@ -86,6 +94,8 @@ async def read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
             if not data:
                 raise protocol.PeerClosed("peer closed the pipe")
             frame = worker.reader.feed(data)
+        except BlockingIOError:
+            return  # a spurious wake-up: keep waiting
         except (protocol.ProtocolError, OSError) as exc:
             done.set_exception(exc)
             return

@@ -122,6 +122,7 @@ class Spawner:
         finally:
             os.close(request_r)
             os.close(reply_w)
+        os.set_blocking(reply_r, False)  # the host reads first and polls only when empty
         handle = WorkerProcess(pid, request_w, reply_r)
         with self._lock:
             status = self._exits.pop(pid, None)
