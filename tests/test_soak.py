@@ -1,4 +1,4 @@
-"""The soak (benchmarks/soak.py) in quick mode: 300 requests of mixed traffic with faults over
+"""The soak (benchmarks/soak) in quick mode: 300 requests of mixed traffic with faults over
 6 apps from threads and asyncio. Asserts its invariants, never its timings: one result per
 dispatch, each class of request ends in its own outcome, no engine process left after close."""
 

@@ -1,4 +1,4 @@
-"""Soak app (benchmarks/soak.py): a typical handler, a failing one, a memory bomb, and one that
+"""Soak app (benchmarks/soak): a typical handler, a failing one, a memory bomb, and one that
 spins for a while (the soak's injector SIGKILLs its worker from outside while it runs).
 
 Every handler echoes the request's `data.seq`, so the soak can tell that each caller got the

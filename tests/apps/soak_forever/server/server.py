@@ -1,4 +1,4 @@
-"""Soak app (benchmarks/soak.py): onCallCreate never returns, so under a short timeout override
+"""Soak app (benchmarks/soak): onCallCreate never returns, so under a short timeout override
 it ends as `timeout`; onCallUpdate answers at once."""
 
 
