@@ -17,9 +17,10 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from runtime import protocol, replies
 from runtime.app import App, load_app
@@ -44,6 +45,57 @@ from runtime.spawner import Spawner, WorkerProcess, describe_status
 TIMEOUT_MESSAGE = "Timeout error while processing the request."
 _ATTEMPTS = 4
 """Workers that die before taking a request are replaced; a dispatch tries this many."""
+
+
+class _Step:
+    """One wait of a dispatch, performed by the sync or the async driver."""
+
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    async def run_async(self) -> Any:
+        raise NotImplementedError
+
+
+class _Acquire(_Step):
+    def __init__(self, pool: Pool, app: App) -> None:
+        self.pool, self.app = pool, app
+
+    def run(self) -> Lease:
+        return self.pool.acquire(self.app.key, self.app.execution_timeout)
+
+    async def run_async(self) -> Lease:
+        return await self.pool.acquire_async(self.app.key, self.app.execution_timeout)
+
+
+class _Read(_Step):
+    """The ready reply of a fresh worker, or the result frame."""
+
+    def __init__(self, worker: WorkerProcess, deadline: float, ready: bool) -> None:
+        self.worker, self.deadline, self.ready = worker, deadline, ready
+
+    def run(self) -> bytes | None:
+        if self.ready:
+            replies.read_ready(self.worker, self.deadline)
+            return None
+        return replies.read_result(self.worker, self.deadline)
+
+    async def run_async(self) -> bytes | None:
+        if self.ready:
+            await replies.read_ready_async(self.worker, self.deadline)
+            return None
+        return await replies.read_result_async(self.worker, self.deadline)
+
+
+class _ExitStatus(_Step):
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+
+    def run(self) -> int | None:
+        return replies.exit_status(self.worker)
+
+    async def run_async(self) -> int | None:
+        return await replies.exit_status_async(self.worker)
 
 
 class Engine:
@@ -190,40 +242,44 @@ class Engine:
             self._leave()
 
     def _dispatch(self, app: App, payload: dict[str, Any] | EventPayload) -> InvocationResult:
-        start = time.monotonic()
-        routed = self._route(app, payload, start)
-        if isinstance(routed, InvocationResult):
-            return routed
-        event, handler, request = routed
-        failure = "the workers died before they received the request"
-        for _ in range(_ATTEMPTS):
+        steps = self._steps(app, payload)
+        answer: Any = None
+        failed: BaseException | None = None
+        while True:
             try:
-                lease = self._pool.acquire(app.key, app.execution_timeout)
-            except Overloaded:
-                return self._overloaded(app, event, handler, start)
-            except WorkerError as exc:  # the zygote could not fork one: try again
-                failure = str(exc)
-                continue
-            deadline = time.monotonic() + app.execution_timeout
+                step = steps.throw(failed) if failed else steps.send(answer)
+            except StopIteration as done:
+                return cast(InvocationResult, done.value)
             try:
-                self._send(app, lease, request)
-                if lease.fresh:
-                    replies.read_ready(lease.worker, deadline)
-                body = replies.read_result(lease.worker, deadline)
-                return self._finish(app, event, handler, lease.worker, body, start)
-            except replies.NotStarted:
-                self._pool.release(lease.worker, healthy=False)
-                continue
-            except protocol.DeadlineReached:
-                return self._timed_out(app, event, handler, lease.worker, start)
-            except (protocol.ProtocolError, OSError) as exc:
-                lease.worker.kill()
-                return self._lost(app, event, handler, lease.worker, exc, start,
-                                  replies.exit_status(lease.worker))
-        return self._crashed_before_start(app, event, handler, start, failure)
+                answer, failed = step.run(), None
+            except Exception as exc:
+                answer, failed = None, exc
+            except BaseException:  # KeyboardInterrupt and kin: give the worker back first
+                steps.close()
+                raise
 
     async def _dispatch_async(self, app: App,
                               payload: dict[str, Any] | EventPayload) -> InvocationResult:
+        steps = self._steps(app, payload)
+        answer: Any = None
+        failed: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(failed) if failed else steps.send(answer)
+            except StopIteration as done:
+                return cast(InvocationResult, done.value)
+            try:
+                answer, failed = await step.run_async(), None
+            except asyncio.CancelledError:
+                steps.close()
+                raise
+            except Exception as exc:
+                answer, failed = None, exc
+
+    def _steps(self, app: App, payload: dict[str, Any] | EventPayload
+               ) -> Generator[_Step, Any, InvocationResult]:
+        """One dispatch's policy, written once for both APIs: it yields each wait (for a
+        worker, a reply, an exit status) and the sync or async driver performs it."""
         start = time.monotonic()
         routed = self._route(app, payload, start)
         if isinstance(routed, InvocationResult):
@@ -232,31 +288,32 @@ class Engine:
         failure = "the workers died before they received the request"
         for _ in range(_ATTEMPTS):
             try:
-                lease = await self._pool.acquire_async(app.key, app.execution_timeout)
+                lease: Lease = yield _Acquire(self._pool, app)
             except Overloaded:
                 return self._overloaded(app, event, handler, start)
             except WorkerError as exc:  # the zygote could not fork one: try again
                 failure = str(exc)
                 continue
+            worker = lease.worker
             deadline = time.monotonic() + app.execution_timeout
             try:
                 self._send(app, lease, request)
                 if lease.fresh:
-                    await replies.read_ready_async(lease.worker, deadline)
-                body = await replies.read_result_async(lease.worker, deadline)
-                return self._finish(app, event, handler, lease.worker, body, start)
+                    yield _Read(worker, deadline, ready=True)
+                body = yield _Read(worker, deadline, ready=False)
+                return self._finish(app, event, handler, worker, body, start)
             except replies.NotStarted:
-                self._pool.release(lease.worker, healthy=False)
+                self._pool.release(worker, healthy=False)
                 continue
             except protocol.DeadlineReached:
-                return self._timed_out(app, event, handler, lease.worker, start)
+                return self._timed_out(app, event, handler, worker, start)
             except (protocol.ProtocolError, OSError) as exc:
-                lease.worker.kill()
-                status = await replies.exit_status_async(lease.worker)
-                return self._lost(app, event, handler, lease.worker, exc, start, status)
-            except asyncio.CancelledError:
-                lease.worker.kill()  # its reply would arrive for nobody
-                self._pool.release(lease.worker, healthy=False)
+                worker.kill()
+                status = yield _ExitStatus(worker)
+                return self._lost(app, event, handler, worker, exc, start, status)
+            except GeneratorExit:  # the async caller was cancelled: nobody wants the reply
+                worker.kill()
+                self._pool.release(worker, healthy=False)
                 raise
         return self._crashed_before_start(app, event, handler, start, failure)
 
