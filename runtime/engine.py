@@ -42,9 +42,26 @@ from runtime.models import (
 from runtime.pool import Lease, Overloaded, Pool
 from runtime.spawner import Spawner, WorkerProcess, describe_status
 
+Payload = dict[str, Any] | EventPayload | bytes
+"""A payload as a dict, a validated EventPayload, or JSON bytes (passed on without
+re-encoding work in Python: the cheapest form for large payloads)."""
+
 TIMEOUT_MESSAGE = "Timeout error while processing the request."
 _ATTEMPTS = 4
 """Workers that die before taking a request are replaced; a dispatch tries this many."""
+
+
+def _event_name(payload: Any) -> str:
+    """The event a payload claims, for naming it in an invalid_payload result."""
+    if isinstance(payload, EventPayload):
+        return payload.event
+    if isinstance(payload, (bytes, bytearray)):
+        try:
+            payload = json.loads(payload)  # lenient on purpose: only to name the event
+        except (ValueError, RecursionError):
+            return ""
+    event = payload.get("event", "") if isinstance(payload, dict) else ""
+    return event if isinstance(event, str) else ""
 
 
 class _Step:
@@ -223,7 +240,7 @@ class Engine:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def dispatch(self, app: App, payload: dict[str, Any] | EventPayload) -> InvocationResult:
+    def dispatch(self, app: App, payload: Payload) -> InvocationResult:
         """Run the handler subscribed to the payload's event; always one InvocationResult.
         Raises EngineClosed only, and only once close() was called."""
         self._enter()
@@ -233,7 +250,7 @@ class Engine:
             self._leave()
 
     async def dispatch_async(self, app: App,
-                             payload: dict[str, Any] | EventPayload) -> InvocationResult:
+                             payload: Payload) -> InvocationResult:
         """`dispatch` for asyncio: waits on the worker's pipe in the event loop, no thread."""
         self._enter()
         try:
@@ -241,7 +258,7 @@ class Engine:
         finally:
             self._leave()
 
-    def _dispatch(self, app: App, payload: dict[str, Any] | EventPayload) -> InvocationResult:
+    def _dispatch(self, app: App, payload: Payload) -> InvocationResult:
         steps = self._steps(app, payload)
         answer: Any = None
         failed: BaseException | None = None
@@ -259,7 +276,7 @@ class Engine:
                 raise
 
     async def _dispatch_async(self, app: App,
-                              payload: dict[str, Any] | EventPayload) -> InvocationResult:
+                              payload: Payload) -> InvocationResult:
         steps = self._steps(app, payload)
         answer: Any = None
         failed: BaseException | None = None
@@ -276,7 +293,7 @@ class Engine:
             except Exception as exc:
                 answer, failed = None, exc
 
-    def _steps(self, app: App, payload: dict[str, Any] | EventPayload
+    def _steps(self, app: App, payload: Payload
                ) -> Generator[_Step, Any, InvocationResult]:
         """One dispatch's policy, written once for both APIs: it yields each wait (for a
         worker, a reply, an exit status) and the sync or async driver performs it."""
@@ -319,17 +336,17 @@ class Engine:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _route(self, app: App, payload: dict[str, Any] | EventPayload,
+    def _route(self, app: App, payload: Payload,
                start: float) -> InvocationResult | tuple[str, str, bytes]:
         """Validate the payload and find its handler; a result when it cannot go further."""
         fast = payload_json_fast(payload)
         if fast is not None:
             event, encoded = fast
         else:
-            event = payload.event if isinstance(payload, EventPayload) else str(
-                payload.get("event", "") if isinstance(payload, dict) else "")
+            event = _event_name(payload)
             try:
-                checked = EventPayload.parse(payload)
+                checked = (EventPayload.parse_json(payload) if isinstance(
+                    payload, (bytes, bytearray)) else EventPayload.parse(payload))
             except PayloadError as exc:
                 return self._result(app, event, None, "invalid_payload", start,
                                     error=ErrorInfo(type="PayloadError", message=str(exc)))

@@ -276,3 +276,16 @@ def test_lone_surrogates_in_logs_and_errors_travel_as_replacement_characters(
     assert printed.outcome == "ok" and printed.logs == "half a pair: ?\n"
     raised = engine.dispatch(app, make_payload("onCallUpdate"))
     assert raised.outcome == "handler_error" and raised.error.message == "bad ? text"
+
+
+def test_json_bytes_payloads_dispatch_like_dicts(engine: Engine) -> None:
+    import json
+
+    app = engine.load_app(APPS / "echo")
+    result = engine.dispatch(app, json.dumps(make_payload(id=9)).encode())
+    assert result.outcome == "ok" and result.value["data"] == {"id": 9}
+    nan = json.dumps(make_payload(x=float("nan"))).encode()
+    refused = engine.dispatch(app, nan)
+    assert refused.outcome == "invalid_payload" and refused.event == "onCallCreate"
+    broken = engine.dispatch(app, b'{"account_id": ')
+    assert broken.outcome == "invalid_payload" and "payload" in broken.error.message

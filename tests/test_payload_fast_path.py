@@ -64,3 +64,24 @@ def test_fast_path_takes_a_typical_payload() -> None:
                "region": "US", "timestamp": 1, "data": {"call": {"id": 1}}}
     fast = payload_json_fast(payload)
     assert fast is not None and json.loads(fast[1])["iparams"] == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(payloads())
+def test_fast_path_on_json_bytes_never_accepts_what_the_model_refuses(
+        payload: dict[str, Any]) -> None:
+    try:
+        raw = json.dumps(payload).encode()  # NaN and Infinity become tokens JSON forbids
+    except (TypeError, ValueError):
+        return
+    fast = payload_json_fast(raw)
+    if fast is None:
+        return
+    model = EventPayload.parse_json(raw)
+    assert fast[0] == model.event
+    assert json.loads(fast[1]) == json.loads(model.json_bytes())
+
+
+def test_fast_path_refuses_nan_in_json_bytes() -> None:
+    raw = json.dumps({**VALID, "data": {"x": float("nan")}}).encode()
+    assert payload_json_fast(raw) is None
