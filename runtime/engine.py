@@ -1,9 +1,9 @@
 """The Engine: load apps, validate payloads, route events to handlers in workers, one result each.
 
-Reads bytes from workers (untrusted): every reply is a size-capped JSON frame, checked field
-by field before it becomes an InvocationResult. Data flow of one dispatch:
+Worker replies are untrusted: runtime.replies reads each as a size-capped JSON frame and
+checks it field by field before it becomes an InvocationResult. Data flow of one dispatch:
 
-    caller --payload--> EventPayload check --> route event -> handler (manifest)
+    caller --payload--> exact-type check (EventPayload when unusual) --> event -> handler
            --> Pool.acquire (idle worker of the app | spare bound now | wait | overloaded)
            --> bind frame (fresh worker) + invoke frame --> worker pipe
            <-- result frame, read by the caller itself until the app's deadline
@@ -122,6 +122,10 @@ class Engine:
             app = engine.load_app("examples/call_logger")
             result = engine.dispatch(app, payload)              # thread-safe
             result = await engine.dispatch_async(app, payload)  # asyncio
+
+    Settings are EngineConfig's (`Engine(workers=4, memory_limit_mb=512)` or `config=`);
+    `spares` is how many unbound workers wait ready. `allow_probes` and `inject_fault` are
+    for tests only: they let the host run unrestricted code in, or break, its own workers.
     """
 
     def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
