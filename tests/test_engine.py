@@ -289,3 +289,19 @@ def test_json_bytes_payloads_dispatch_like_dicts(engine: Engine) -> None:
     assert refused.outcome == "invalid_payload" and refused.event == "onCallCreate"
     broken = engine.dispatch(app, b'{"account_id": ')
     assert broken.outcome == "invalid_payload" and "payload" in broken.error.message
+
+
+def test_a_cancelled_async_dispatch_gives_its_worker_back(engine: Engine) -> None:
+    app = engine.load_app(APPS / "forever", timeout=30)
+
+    async def cancel_midway() -> None:
+        call = asyncio.ensure_future(engine.dispatch_async(app, make_payload()))
+        while not any(w.app_key == app.key for w in engine._pool._busy):
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(cancel_midway())
+    assert not any(w.app_key == app.key for w in engine._pool._busy)
+    assert engine.dispatch(app, make_payload("onCallUpdate")).outcome == "ok"
