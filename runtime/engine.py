@@ -168,7 +168,8 @@ class Engine:
         self._inflight_done = threading.Condition()
         self._sandbox_limits = {"max_log_bytes": config.max_log_bytes,
                                 "max_result_bytes": config.max_result_bytes}
-        self._max_reply = config.max_result_bytes + 4 * config.max_log_bytes + (64 << 10)
+        # JSON escaping can make a logged character 6 bytes; errors are clipped in the worker.
+        self._max_reply = config.max_result_bytes + 6 * config.max_log_bytes + (256 << 10)
 
     # -- lifecycle -------------------------------------------------------------------------
 

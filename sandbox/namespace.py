@@ -78,20 +78,25 @@ class LogCapture:
         self.dropped = 0
 
     def write(self, text: str) -> None:
+        """Keep `text` while the UTF-8 size of everything kept stays within the cap."""
+        encoded = None if text.isascii() else text.encode("utf-8", "surrogatepass")
+        size = len(text) if encoded is None else len(encoded)
         room = self.max_bytes - self.size
-        if room <= 0:
-            self.dropped += len(text)
-            return
-        if len(text) > room:
-            self.dropped += len(text) - room
-            text = text[:room]
+        if size > room:
+            if room <= 0:
+                self.dropped += size
+                return
+            kept = text[:room] if encoded is None else encoded[:room].decode("utf-8", "ignore")
+            kept_size = room if encoded is None else len(kept.encode("utf-8", "surrogatepass"))
+            self.dropped += size - kept_size
+            text, size = kept, kept_size
         self.parts.append(text)
-        self.size += len(text)
+        self.size += size
 
     def text(self) -> str:
         joined = "".join(self.parts)
         if self.dropped:
-            joined += f"\n[logs truncated: {self.dropped} more characters dropped]\n"
+            joined += f"\n[logs truncated: {self.dropped} more bytes dropped]\n"
         return joined
 
     # RestrictedPython turns `print(...)` into `_print._call_print(...)` after

@@ -89,6 +89,11 @@ def run_source(source: str, name: str, payload: Any, limits: Limits = Limits(),
     return json.loads(outcome.result_json), outcome.logs
 
 
+MAX_ERROR_TEXT = 8192
+"""Characters kept of an error's message and of its traceback (deep recursion makes long
+ones; the host refuses anything much longer)."""
+
+
 def handler_error(exc: BaseException, compiled: CompiledHandler) -> HandlerError:
     """A HandlerError for `exc` with a traceback trimmed to the handler's own frames."""
     if isinstance(exc, HandlerError):
@@ -102,9 +107,23 @@ def handler_error(exc: BaseException, compiled: CompiledHandler) -> HandlerError
         for f in frames)
     try:
         message = str(exc)
-    except BaseException:
+    except BaseException:  # a hostile __str__ must not escape
         message = "<unprintable exception>"
-    return HandlerError(type(exc).__name__, message, text)
+    return HandlerError(type(exc).__name__, _clip(message, MAX_ERROR_TEXT),
+                        _clip(text, MAX_ERROR_TEXT, keep_tail=True))
+
+
+def _clip(text: str, limit: int, keep_tail: bool = False) -> str:
+    """`text` within `limit` characters, saying how much was left out (a traceback keeps its
+    innermost frames, where the error is)."""
+    if len(text) <= limit:
+        return text
+    left_out = len(text) - limit
+    if keep_tail:
+        head = limit // 4
+        return (text[:head] + f"  ... [{left_out} characters of frames left out] ...\n"
+                + text[-(limit - head):])
+    return text[:limit] + f"... [{left_out} more characters]"
 
 
 def declared_handlers(compiled: CompiledHandler) -> frozenset[str] | None:

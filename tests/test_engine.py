@@ -305,3 +305,17 @@ def test_a_cancelled_async_dispatch_gives_its_worker_back(engine: Engine) -> Non
     asyncio.run(cancel_midway())
     assert not any(w.app_key == app.key for w in engine._pool._busy)
     assert engine.dispatch(app, make_payload("onCallUpdate")).outcome == "ok"
+
+
+def test_huge_errors_and_escaped_log_floods_stay_within_the_protocol(engine: Engine) -> None:
+    app = engine.load_app(APPS / "loud")
+    long = engine.dispatch(app, make_payload())
+    assert long.outcome == "handler_error" and long.error.type == "ValueError"
+    assert long.error.message.endswith("... [991808 more characters]")
+    deep = engine.dispatch(app, make_payload("onCallUpdate"))
+    assert deep.outcome == "handler_error" and deep.error.type == "RecursionError"
+    assert "characters of frames left out" in deep.error.traceback
+    assert deep.error.traceback.rstrip().endswith("return recurse(n + 1)")
+    flood = engine.dispatch(app, make_payload("onAgentUpdate"))
+    assert flood.outcome == "ok" and flood.value == "done"
+    assert flood.logs.endswith("more bytes dropped]\n") and "\x00" * 1000 in flood.logs

@@ -187,18 +187,18 @@ def test_to_json_bytes_encodes_plain_json_compactly(value: object, encoded: byte
 
 LOG_CASES = [
     pytest.param("print('a' * 25)", 10,
-                 "aaaaaaaaaa\n[logs truncated: 16 more characters dropped]\n", id="one-long-line"),
+                 "aaaaaaaaaa\n[logs truncated: 16 more bytes dropped]\n", id="one-long-line"),
     pytest.param("for i in range(5):\n    print(i, 'abc')", 10,
-                 "0 abc\n1 ab\n[logs truncated: 20 more characters dropped]\n",
+                 "0 abc\n1 ab\n[logs truncated: 20 more bytes dropped]\n",
                  id="many-lines-crossing-the-cap"),
     pytest.param("print('abc')\nprint('def')", 8, "abc\ndef\n", id="exactly-at-the-cap"),
     pytest.param("print('abc')\nprint('defg')", 8,
-                 "abc\ndefg\n[logs truncated: 1 more characters dropped]\n",
+                 "abc\ndefg\n[logs truncated: 1 more bytes dropped]\n",
                  id="one-character-over"),
-    pytest.param("print('x', end='')", 0, "\n[logs truncated: 1 more characters dropped]\n",
+    pytest.param("print('x', end='')", 0, "\n[logs truncated: 1 more bytes dropped]\n",
                  id="zero-cap"),
     pytest.param("for i in range(10000):\n    print('flood')", 12,
-                 "flood\nflood\n\n[logs truncated: 59988 more characters dropped]\n",
+                 "flood\nflood\n\n[logs truncated: 59988 more bytes dropped]\n",
                  id="flood"),
     pytest.param("print('a', 'b', sep='-', end='!')\nprint()", 100, "a-b!\n", id="under-the-cap"),
 ]
@@ -216,7 +216,7 @@ def test_logs_are_kept_and_capped_when_the_handler_fails() -> None:
     with pytest.raises(HandlerError) as info:
         run_source(source, "h", {}, Limits(max_log_bytes=10))
     assert (info.value.type_name, info.value.message) == ("ValueError", "boom")
-    assert info.value.logs == "abcdefghij\n[logs truncated: 24 more characters dropped]\n"
+    assert info.value.logs == "abcdefghij\n[logs truncated: 24 more bytes dropped]\n"
 
 
 def test_logs_are_kept_when_the_result_is_refused() -> None:
@@ -247,3 +247,9 @@ def test_handler_controlled_exports_end_in_a_handlerbox_error(source: str) -> No
     outcome is a handlerbox error (not found, or a handler error), never a host exception."""
     with pytest.raises((HandlerNotFound, HandlerError)):
         run_source(source, "h", {})
+
+
+def test_the_log_cap_counts_utf8_bytes_and_never_splits_a_character() -> None:
+    _, logs = run_source("def h(p):\n    print('ééé')\n    return 1\n", "h", {},
+                         Limits(max_log_bytes=5))
+    assert logs == "éé\n[logs truncated: 3 more bytes dropped]\n"
