@@ -82,6 +82,18 @@ ALLOWED_MODULES: dict[str, frozenset[str]] = {
         "pstdev", "variance", "pvariance", "StatisticsError",
     }),
     "html": frozenset({"escape", "unescape"}),
+    # names for type hints only: no get_type_hints (it evaluates strings against module
+    # globals), no NamedTuple/TypedDict/Protocol (they need metaclasses).
+    "typing": frozenset({
+        "Any", "Optional", "Union", "List", "Dict", "Tuple", "Set", "FrozenSet", "Iterable",
+        "Iterator", "Callable", "Mapping", "Sequence", "MutableMapping", "Literal", "cast",
+        "TYPE_CHECKING",
+    }),
+    # `from __future__ import annotations`: compiler directives; the feature records are inert.
+    "__future__": frozenset({
+        "annotations", "generator_stop", "division", "absolute_import", "print_function",
+        "unicode_literals", "with_statement", "nested_scopes", "generators",
+    }),
     "urllib": frozenset({"parse"}),
     "urllib.parse": frozenset({
         "quote", "quote_plus", "unquote", "unquote_plus", "urlencode", "urlparse",

@@ -191,6 +191,21 @@ class HandlerPolicy(RestrictingNodeTransformer):
             self.report(node, f"{module}.{name} is not available in handlers",
                         f"{module} offers {', '.join(sorted(ALLOWED_MODULES[module]))}")
 
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        """`x: T = v` becomes `x = v`; a bare `x: T` declares nothing at run time. Annotations
+        are never evaluated, so they can neither reach nor run anything."""
+        if node.value is None:
+            return ast.copy_location(ast.Pass(), node)
+        assign = ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node)
+        return self.visit(assign)
+
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> Any:
+        """`nonlocal n` only rebinds a closure's own variable (RestrictedPython refuses it
+        unreviewed); the names are checked like any other."""
+        for name in node.names:
+            self.check_name(node, name)
+        return node
+
     # -- attributes -------------------------------------------------------------------------
 
     def visit_Attribute(self, node: ast.Attribute) -> Any:

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from sandbox import run_source
+from sandbox import CompileError, run_source
 
 
 def case(case_id: str, source: str, payload: object, expected: object, logs: str = "") -> object:
@@ -417,3 +417,58 @@ def test_every_invocation_starts_fresh() -> None:
     source = "seen = []\ndef h(payload):\n    seen.append(payload)\n    return seen\n"
     assert run_source(source, "h", 1) == ([1], "")
     assert run_source(source, "h", 2) == ([2], "")
+
+
+TYPED_HANDLER = '''\
+from __future__ import annotations
+from typing import Any, Dict, List, Optional
+import typing
+
+LIMIT: int = 5
+declared_only: List[str]
+
+
+class Box:
+    size: int = 2
+
+    def __init__(self) -> None:
+        self.items: List[int] = []
+
+
+def counter() -> Any:
+    n = 0
+
+    def bump() -> int:
+        nonlocal n
+        n += 1
+        return n
+
+    return bump
+
+
+def h(payload: Dict[str, Any]) -> Optional[List[Any]]:
+    bump = counter()
+    bump()
+    bump()
+    x: typing.Optional[int] = typing.cast(int, payload["x"])
+    box = Box()
+    box.items.append(LIMIT)
+    return [bump(), x, Box.size, box.items]
+'''
+
+
+def test_type_hints_future_annotations_and_nonlocal_work() -> None:
+    assert run_source(TYPED_HANDLER, "h", {"x": 7}) == ([3, 7, 2, [5]], "")
+
+
+@pytest.mark.parametrize("source", [
+    "x: int = __builtins__\ndef h(p):\n    return 1\n",
+    "def h(p):\n    y: int = p.__class__\n    return 1\n",
+    "def h(p):\n    def f():\n        nonlocal _getattr_\n    return 1\n",
+    "from typing import get_type_hints\ndef h(p):\n    return 1\n",
+    "import __future__\ndef h(p):\n    return 1\n",
+], ids=["annotated-dunder-value", "annotated-dunder-attribute", "nonlocal-guard-name",
+        "typing-get-type-hints", "plain-import-future"])
+def test_annotations_and_nonlocal_keep_the_name_rules(source: str) -> None:
+    with pytest.raises(CompileError):
+        run_source(source, "h", {})
