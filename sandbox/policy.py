@@ -193,7 +193,11 @@ class HandlerPolicy(RestrictingNodeTransformer):
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
         """`x: T = v` becomes `x = v`; a bare `x: T` declares nothing at run time. Annotations
-        are never evaluated, so they can neither reach nor run anything."""
+        are never evaluated, and must be type expressions all the same."""
+        if not all(isinstance(part, _TYPE_EXPRESSION_NODES)
+                   for part in ast.walk(node.annotation)):
+            self.report(node, "annotations must be type expressions",
+                        "Use names, dotted names, subscripts, strings or X | Y")
         if node.value is None:
             return ast.copy_location(ast.Pass(), node)
         assign = ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node)
@@ -254,6 +258,10 @@ class HandlerPolicy(RestrictingNodeTransformer):
             node.value = self.visit(node.value)
             return ast.fix_missing_locations(node)
         return super().visit_AugAssign(node)
+
+
+_TYPE_EXPRESSION_NODES = (ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.Tuple,
+                          ast.List, ast.BinOp, ast.BitOr, ast.Load)
 
 
 def _is_super_init(node: ast.Attribute) -> bool:
