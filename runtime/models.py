@@ -241,9 +241,13 @@ def _plainly_valid(obj: Any) -> bool:
             and all(type(k) is str for k in data) and all(type(k) is str for k in iparams))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""Made once: json.dumps with options builds a new encoder per call. (Not orjson here: it
+would turn a NaN in the payload into null instead of refusing it.)"""
+
+
 def _compact(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _not_json(envelope: dict[str, Any], exc: BaseException) -> str:
