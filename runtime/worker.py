@@ -1,6 +1,6 @@
 """THE TRUST BOUNDARY: the loop a worker process runs; untrusted handler code runs under it.
 
-Stdlib, sandbox, protocol (and the test-only faults) only: no pydantic, no pickle, no
+Stdlib, orjson, sandbox, protocol (and the test-only faults) only: no pydantic, no pickle, no
 threads. The worker reads requests from the host on one pipe and answers on another, one
 JSON frame each:
 
