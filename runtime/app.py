@@ -42,6 +42,13 @@ class App:
     execution_timeout: float
     request_timeout: int | None
     key: str = field(default_factory=lambda: f"app-{next(_keys)}")
+    invoke_prefixes: dict[str, bytes] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The start of each event's invoke request, made once: dispatch appends the payload.
+        object.__setattr__(self, "invoke_prefixes", {
+            event: b'{"op":"invoke","handler":' + json.dumps(spec.handler).encode()
+            + b',"payload":' for event, spec in self.manifest.events.items()})
 
     def handler_for(self, event: str) -> str | None:
         spec = self.manifest.events.get(event)

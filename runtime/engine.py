@@ -363,9 +363,7 @@ class Engine:
                                 error=ErrorInfo(type="NotSubscribed", message=(
                                     f"{app.name} does not subscribe to {event} "
                                     f"(it subscribes to {subscribed})")))
-        request = (b'{"op":"invoke","handler":' + json.dumps(handler).encode()
-                   + b',"payload":' + encoded + b"}")
-        return event, handler, request
+        return event, handler, app.invoke_prefixes[event] + encoded + b"}"
 
     def _send(self, app: App, lease: Lease, request: bytes) -> None:
         worker = lease.worker
