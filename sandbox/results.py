@@ -66,28 +66,38 @@ class _Checker:
         if id(value) in self.path_ids:
             raise ResultError(f"{where}: contains itself (a cycle)")
         self.path_ids.add(id(value))
-        self._grow(2, where)
-        # Paths are only built when a nested container or a bad value needs them.
+        # Scalars are counted inline (this loop is on every dispatch's path); the limit is
+        # checked before each nested container and after each container's scalars.
+        size = self.size + 2
         if kind is dict:
             for key, item in value.items():
                 if type(key) is not str:
                     raise ResultError(f"{where}: key {key!r} is a {_type_name(key)}, "
                                       "JSON object keys must be strings")
-                self._grow(len(key) + 4, where)
-                if type(item) is str:
-                    self._grow(len(item), where)
-                elif type(item) in _PLAIN_NUMBERS or item is None:
-                    self._grow(8, where)
+                item_kind = type(item)
+                if item_kind is str:
+                    size += len(key) + len(item) + 4
+                elif item_kind in _PLAIN_NUMBERS or item is None:
+                    size += len(key) + 12
                 else:
+                    self.size = size + len(key) + 4
+                    self._grow(0, where)
                     self.check(item, f"{where}[{key!r}]", depth + 1)
+                    size = self.size
         else:
             for index, item in enumerate(value):
-                if type(item) is str:
-                    self._grow(len(item) + 1, where)
-                elif type(item) in _PLAIN_NUMBERS or item is None:
-                    self._grow(9, where)
+                item_kind = type(item)
+                if item_kind is str:
+                    size += len(item) + 1
+                elif item_kind in _PLAIN_NUMBERS or item is None:
+                    size += 9
                 else:
+                    self.size = size + 1
+                    self._grow(0, where)
                     self.check(item, f"{where}[{index}]", depth + 1)
+                    size = self.size
+        self.size = size
+        self._grow(0, where)
         self.path_ids.discard(id(value))
 
     def _grow(self, amount: int, where: str) -> None:
