@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from runtime import protocol, replies
+from runtime import faults, protocol, replies
 from runtime.app import App, load_app
 from runtime.errors import (
     ConfigError,
@@ -139,6 +139,10 @@ class Engine:
             config = EngineConfig.parse({**config.model_dump(), **settings,
                                          **({"workers": workers} if workers else {})})
         self.config = config
+        if inject_fault is not None and (inject_fault.get("stage") not in faults.STAGES
+                                         or inject_fault.get("action") not in faults.ACTIONS):
+            raise ConfigError(f"inject_fault: stage must be one of {faults.STAGES} and action "
+                              f"one of {faults.ACTIONS}; got {inject_fault}")
         unknown = sorted(set(config.require) - set(LAYERS))
         if unknown:
             raise ConfigError(f"config.require: unknown isolation layers {unknown}; "

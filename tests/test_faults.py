@@ -105,3 +105,10 @@ def test_workers_killed_from_outside_under_load_still_give_one_result_each() -> 
         assert set(results) <= {"ok", "crashed"}
         assert results.count("ok") > 0
         assert engine.dispatch(app, make_payload()).outcome == "ok"
+
+
+def test_a_misspelt_fault_is_a_config_error() -> None:
+    from runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stage must be one of"):
+        Engine(workers=1, inject_fault={"stage": "runn", "action": "sigkill", "count": 1})
