@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chart, machine, placement, report, suite
+from handlerbox.benchmarks import chart, machine, placement, report, suite
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

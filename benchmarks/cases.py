@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.payloads import ROOT
+from handlerbox.benchmarks.payloads import ROOT
 
 
 class CaseFailed(Exception):
@@ -59,7 +59,7 @@ class CaseProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.server", kind, json.dumps(config)],
+            [sys.executable, "-m", "handlerbox.benchmarks.server", kind, json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
             cwd=ROOT, start_new_session=True)
         self.buffer = b""

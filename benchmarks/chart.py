@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import one_line
+from handlerbox.benchmarks.machine import one_line
 
 COLOURS = {"floor": "black", "mp_pool": "tab:orange", "executor": "tab:purple",
            "pebble": "tab:red", "handlerbox_sync": "tab:blue", "handlerbox_async": "tab:cyan",

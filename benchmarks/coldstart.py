@@ -19,7 +19,7 @@ import multiprocessing
 import time
 from typing import Any
 
-from benchmarks import payloads, work
+from handlerbox.benchmarks import payloads, work
 
 
 class HandlerboxCold:
@@ -31,7 +31,7 @@ class HandlerboxCold:
     reported missing (with the reason) and `total_ms` falls back to the second."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from runtime import Engine
+        from handlerbox import Engine
 
         self.engine = Engine(workers=64, spares=0)
         self.app = self.engine.load_app(payloads.CALL_APP)
@@ -54,8 +54,8 @@ class HandlerboxCold:
         return (end - start) * 1e3
 
     def spawner_trial(self) -> dict[str, float]:
-        from runtime import protocol
-        from runtime.pool import Lease
+        from handlerbox.runtime import protocol
+        from handlerbox.runtime.pool import Lease
 
         engine, clock = self.engine, time.perf_counter
         routed = engine._route(self.app, self.payload, time.monotonic())
@@ -103,7 +103,7 @@ class MultiprocessingCold:
     def __init__(self, config: dict[str, Any]) -> None:
         self.context = multiprocessing.get_context(config["method"])
         if config["method"] == "forkserver":
-            self.context.set_forkserver_preload(["benchmarks.work"])
+            self.context.set_forkserver_preload(["handlerbox.benchmarks.work"])
         self.payload = payloads.payload("350")
         self.expected = work.handle(self.payload)
         self.trial()  # the forkserver's own start is not part of a worker's start

@@ -14,8 +14,8 @@ import os
 import struct
 from typing import Any
 
-from benchmarks import payloads
-from benchmarks.stats import time_calls
+from handlerbox.benchmarks import payloads
+from handlerbox.benchmarks.stats import time_calls
 
 HEADER = struct.Struct(">I")
 PIPE_BYTES = 1 << 20

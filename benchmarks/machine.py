@@ -12,7 +12,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-from benchmarks.payloads import ROOT
+from handlerbox.benchmarks.payloads import ROOT
 
 PACKAGES = ("handlerbox", "pydantic", "RestrictedPython", "psutil", "multiprocess", "pebble",
             "matplotlib", "tqdm")

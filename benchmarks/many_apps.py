@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import payloads
+from handlerbox.benchmarks import payloads
 
 
 class ManyApps:
     def __init__(self, config: dict[str, Any]) -> None:
-        from runtime import Engine
+        from handlerbox import Engine
 
         self.directory = tempfile.TemporaryDirectory(prefix="handlerbox-bench-apps-")
         count = int(config["apps"])
@@ -64,7 +64,7 @@ class ManyApps:
             try:
                 info = process.memory_full_info()
                 role = ("host" if process.pid == me.pid else "zygote"
-                        if process.ppid() == me.pid and "runtime.zygote" in process.cmdline()
+                        if process.ppid() == me.pid and "handlerbox.runtime.zygote" in process.cmdline()
                         else "workers")
             except psutil.Error:
                 continue  # it exited meanwhile

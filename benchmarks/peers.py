@@ -18,8 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from benchmarks import payloads, work
-from benchmarks.stats import time_calls, windowed
+from handlerbox.benchmarks import payloads, work
+from handlerbox.benchmarks.stats import time_calls, windowed
 
 TASK_TIMEOUT = 20.0
 """pebble's per-task timeout: the execution timeout handlerbox applies by default."""

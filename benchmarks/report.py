@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.machine import busy_note, one_line
+from handlerbox.benchmarks.machine import busy_note, one_line
 
 
 def fmt(value: Any, digits: int = 1, suffix: str = "") -> str:

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sandbox import compile_handler
-from sandbox.namespace import LogCapture, new_namespace
+from handlerbox.sandbox import compile_handler
+from handlerbox.sandbox.namespace import LogCapture, new_namespace
 
 HANDLER = '''
 import json

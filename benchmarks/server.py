@@ -22,19 +22,19 @@ import traceback
 from typing import Any, TextIO
 
 CASES = {
-    "floor": "benchmarks.floor:FloorCase",
-    "mp_pool": "benchmarks.peers:MultiprocessingPool",
-    "executor": "benchmarks.peers:Executor",
-    "pebble": "benchmarks.peers:Pebble",
-    "handlerbox_sync": "benchmarks.handlerbox_cases:HandlerboxSync",
-    "handlerbox_async": "benchmarks.handlerbox_cases:HandlerboxAsync",
-    "handlerbox_timeout": "benchmarks.timeouts:HandlerboxTimeout",
-    "pebble_timeout": "benchmarks.timeouts:PebbleTimeout",
-    "handlerbox_cold": "benchmarks.coldstart:HandlerboxCold",
-    "mp_spawn": "benchmarks.coldstart:MultiprocessingCold",
-    "mp_forkserver": "benchmarks.coldstart:MultiprocessingCold",
-    "restricted": "benchmarks.restricted_vs_plain:Case",
-    "many_apps": "benchmarks.many_apps:ManyApps",
+    "floor": "handlerbox.benchmarks.floor:FloorCase",
+    "mp_pool": "handlerbox.benchmarks.peers:MultiprocessingPool",
+    "executor": "handlerbox.benchmarks.peers:Executor",
+    "pebble": "handlerbox.benchmarks.peers:Pebble",
+    "handlerbox_sync": "handlerbox.benchmarks.handlerbox_cases:HandlerboxSync",
+    "handlerbox_async": "handlerbox.benchmarks.handlerbox_cases:HandlerboxAsync",
+    "handlerbox_timeout": "handlerbox.benchmarks.timeouts:HandlerboxTimeout",
+    "pebble_timeout": "handlerbox.benchmarks.timeouts:PebbleTimeout",
+    "handlerbox_cold": "handlerbox.benchmarks.coldstart:HandlerboxCold",
+    "mp_spawn": "handlerbox.benchmarks.coldstart:MultiprocessingCold",
+    "mp_forkserver": "handlerbox.benchmarks.coldstart:MultiprocessingCold",
+    "restricted": "handlerbox.benchmarks.restricted_vs_plain:Case",
+    "many_apps": "handlerbox.benchmarks.many_apps:ManyApps",
 }
 """Case name -> the class that runs it: it takes the config dict, has close(), its ops as
 methods, and optionally describe() (extra facts recorded with the results)."""
@@ -51,7 +51,7 @@ def answer(channel: TextIO, ok: bool, value: Any) -> None:
 
 
 def serve(name: str, config: dict[str, Any], requests: TextIO, channel: TextIO) -> int:
-    from benchmarks import placement
+    from handlerbox.benchmarks import placement
 
     plan = config["placement"]
     try:

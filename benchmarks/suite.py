@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchmarks import payloads
-from benchmarks.cases import CaseProcess, MissingCase
-from benchmarks.stats import median, percentile, summarise_ns
+from handlerbox.benchmarks import payloads
+from handlerbox.benchmarks.cases import CaseProcess, MissingCase
+from handlerbox.benchmarks.stats import median, percentile, summarise_ns
 
 SECTIONS = ("latency", "sweep", "throughput", "timeout", "cold", "restricted", "many_apps")
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import payloads, work
-from benchmarks.stats import median, time_calls
+from handlerbox.benchmarks import payloads, work
+from handlerbox.benchmarks.stats import median, time_calls
 
 MAX_RECOVERY_SECONDS = 5.0
 BASELINE_CALLS = 30
@@ -53,7 +53,7 @@ def trial(limit: float, never_returns: Callable[[], None],
 
 class HandlerboxTimeout:
     def __init__(self, config: dict[str, Any]) -> None:
-        from runtime import Engine
+        from handlerbox import Engine
 
         self.limit = float(config["limit"])
         self.engine = Engine(workers=int(config["workers"]), spares=1)

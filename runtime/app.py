@@ -19,10 +19,10 @@ import marshal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import AppLoadError, ManifestError
-from runtime.models import Manifest, execution_timeout
-from sandbox import CompiledHandler, CompileError, compile_handler
-from sandbox.runner import declared_handlers
+from handlerbox.runtime.errors import AppLoadError, ManifestError
+from handlerbox.runtime.models import Manifest, execution_timeout
+from handlerbox.sandbox import CompiledHandler, CompileError, compile_handler
+from handlerbox.sandbox.runner import declared_handlers
 
 MANIFEST = "manifest.json"
 SERVER = Path("server") / "server.py"

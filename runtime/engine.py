@@ -22,25 +22,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from runtime import faults, protocol, replies
-from runtime.app import App, load_app
-from runtime.errors import (
+from handlerbox.runtime import faults, protocol, replies
+from handlerbox.runtime.app import App, load_app
+from handlerbox.runtime.errors import (
     ConfigError,
     EngineClosed,
     IsolationError,
     PayloadError,
     WorkerError,
 )
-from runtime.isolation import ACTIVE, LAYERS
-from runtime.models import (
+from handlerbox.runtime.isolation import ACTIVE, LAYERS
+from handlerbox.runtime.models import (
     EngineConfig,
     ErrorInfo,
     EventPayload,
     InvocationResult,
     payload_json_fast,
 )
-from runtime.pool import Lease, Overloaded, Pool
-from runtime.spawner import Spawner, WorkerProcess, describe_status
+from handlerbox.runtime.pool import Lease, Overloaded, Pool
+from handlerbox.runtime.spawner import Spawner, WorkerProcess, describe_status
 
 Payload = dict[str, Any] | EventPayload | bytes
 """A payload as a dict, a validated EventPayload, or JSON bytes (passed on without

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sandbox.errors import HandlerboxError
+from handlerbox.sandbox.errors import HandlerboxError
 
 
 class _Problems(HandlerboxError):

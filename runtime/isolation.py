@@ -27,8 +27,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from runtime import landlock, limits
-from runtime.seccomp import Filter
+from handlerbox.runtime import landlock, limits
+from handlerbox.runtime.seccomp import Filter
 
 LAYERS = ("close_fds", "netns", "uid_drop", "pdeathsig", "no_new_privs", "rlimits",
           "landlock", "seccomp")
@@ -74,9 +74,14 @@ class WorkerLayers:
         self.settings = settings
         self.netns = netns
         # The interpreter's own trees; never "/" (sys.path holds the zygote's cwd, "/").
+        # handlerbox's own packages too: an editable install maps them from the repository.
+        own = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        own += [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in
+                (sys.modules.get("handlerbox.sandbox"), sys.modules.get("handlerbox.runtime"))
+                if m is not None]
         self.read_only_paths = sorted({
             os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                          *sys.path)
+                                          *sys.path, *own)
             if p and os.path.isabs(p) and os.path.realpath(p) != os.sep})
         try:
             self.filter: Filter | None = Filter()

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from runtime.errors import ConfigError, ManifestError, PayloadError
+from handlerbox.runtime.errors import ConfigError, ManifestError, PayloadError
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 """A product-event payload is at most this many bytes as compact UTF-8 JSON."""

@@ -17,7 +17,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtime.spawner import Spawner, WorkerProcess
+from handlerbox.runtime.spawner import Spawner, WorkerProcess
 
 
 @dataclass

@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any
 
-from runtime import protocol
-from runtime.spawner import WorkerProcess
+from handlerbox.runtime import protocol
+from handlerbox.runtime.spawner import WorkerProcess
 
 EXIT_STATUS_WAIT = 1.0
 """How long to wait for the zygote's report of a dead worker's exit status."""

@@ -18,11 +18,10 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from runtime import protocol
-from runtime.errors import WorkerError
+from handlerbox.runtime import protocol
+from handlerbox.runtime.errors import WorkerError
 
 PIPE_BYTES = 1 << 20
 """Request pipes are enlarged so a 256 KiB payload is written without waiting on the worker."""
@@ -33,7 +32,6 @@ MAX_REPLY_BYTES = 16 << 20
 ZYGOTE_START_SECONDS = 60.0
 _MAX_CONTROL_PACKET = 16384
 _KEEP_EXITS = 4096
-_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass(eq=False)
@@ -157,11 +155,12 @@ class Spawner:
             return self._socket
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # A minimal environment: the host's may hold secrets, and workers inherit this one.
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONPATH": os.pathsep.join(
-            p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+        if os.environ.get("PYTHONPATH"):  # the zygote must import handlerbox as we did
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         with zygote_end:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "runtime.zygote", str(zygote_end.fileno()),
+                [sys.executable, "-m", "handlerbox.runtime.zygote", str(zygote_end.fileno()),
                  json.dumps(self.settings)],
                 pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env, cwd="/")

@@ -24,11 +24,11 @@ from typing import Any
 
 import orjson
 
-from runtime import protocol
-from runtime.faults import Fault
-from sandbox.errors import HandlerError, HandlerNotFound
-from sandbox.policy import CompiledHandler
-from sandbox.runner import Limits, invoke
+from handlerbox.runtime import protocol
+from handlerbox.runtime.faults import Fault
+from handlerbox.sandbox.errors import HandlerError, HandlerNotFound
+from handlerbox.sandbox.policy import CompiledHandler
+from handlerbox.sandbox.runner import Limits, invoke
 
 MAX_REQUEST_BYTES = 8 << 20
 """Requests come from the host, but are still capped: a bind carries the module (1 MiB of

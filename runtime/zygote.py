@@ -27,9 +27,9 @@ import sys
 import time
 from typing import Any
 
-from runtime import isolation, worker
-from sandbox import modules
-from sandbox.runner import run_source
+from handlerbox.runtime import isolation, worker
+from handlerbox.sandbox import modules
+from handlerbox.sandbox.runner import run_source
 
 
 def warm_up() -> None:

@@ -3,7 +3,7 @@
 No processes and no pydantic here; `runtime` runs this inside every worker.
 """
 
-from sandbox.errors import (
+from handlerbox.sandbox.errors import (
     CompileError,
     HandlerboxError,
     HandlerError,
@@ -11,10 +11,10 @@ from sandbox.errors import (
     ResultError,
     Violation,
 )
-from sandbox.modules import ALLOWED_MODULES
-from sandbox.policy import CompiledHandler, compile_handler
-from sandbox.results import to_json_bytes
-from sandbox.runner import Invocation, Limits, invoke, run_source
+from handlerbox.sandbox.modules import ALLOWED_MODULES
+from handlerbox.sandbox.policy import CompiledHandler, compile_handler
+from handlerbox.sandbox.results import to_json_bytes
+from handlerbox.sandbox.runner import Invocation, Limits, invoke, run_source
 
 __all__ = [
     "ALLOWED_MODULES",

@@ -18,7 +18,7 @@ from typing import Any
 
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
-from sandbox.policy import is_forbidden_attribute
+from handlerbox.sandbox.policy import is_forbidden_attribute
 
 _real_type = builtins.type
 

@@ -12,7 +12,7 @@ import importlib
 from types import MappingProxyType
 from typing import Any
 
-from sandbox.guards import (
+from handlerbox.sandbox.guards import (
     GUARDS,
     guarded_delattr,
     guarded_getattr,
@@ -20,7 +20,7 @@ from sandbox.guards import (
     guarded_setattr,
     guarded_type,
 )
-from sandbox.modules import ALLOWED_MODULES, facade
+from handlerbox.sandbox.modules import ALLOWED_MODULES, facade
 
 _SAFE_BUILTIN_NAMES = (
     # values and containers

@@ -15,8 +15,8 @@ from typing import Any
 
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
-from sandbox.errors import CompileError, Violation
-from sandbox.modules import ALLOWED_MODULES, FORBIDDEN_MODULE_ATTRS
+from handlerbox.sandbox.errors import CompileError, Violation
+from handlerbox.sandbox.modules import ALLOWED_MODULES, FORBIDDEN_MODULE_ATTRS
 
 MAX_SOURCE_BYTES = 1 << 20
 """Larger sources are refused before parsing: no handler needs more, and the parser's time

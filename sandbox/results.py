@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from sandbox.errors import ResultError
+from handlerbox.sandbox.errors import ResultError
 
 MAX_DEPTH = 100
 

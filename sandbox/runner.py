@@ -10,10 +10,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.errors import HandlerError, HandlerNotFound
-from sandbox.namespace import LogCapture, new_namespace
-from sandbox.policy import CompiledHandler, compile_handler
-from sandbox.results import to_json_bytes
+from handlerbox.sandbox.errors import HandlerError, HandlerNotFound
+from handlerbox.sandbox.namespace import LogCapture, new_namespace
+from handlerbox.sandbox.policy import CompiledHandler, compile_handler
+from handlerbox.sandbox.results import to_json_bytes
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ def make_payload(event: str = "onCallCreate", account_id: str = "82918",
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    from runtime import Engine
+    from handlerbox import Engine
 
     with Engine(workers=2) as shared:
         yield shared

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks import __main__ as cli
-from benchmarks import placement, suite
-from benchmarks.payloads import SIZES, payload, payload_bytes
-from benchmarks.stats import CDF_FRACTIONS
+from handlerbox.benchmarks import __main__ as cli
+from handlerbox.benchmarks import placement, suite
+from handlerbox.benchmarks.payloads import SIZES, payload, payload_bytes
+from handlerbox.benchmarks.stats import CDF_FRACTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_PEBBLE = importlib.util.find_spec("pebble") is not None
@@ -32,7 +32,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     chart = out.with_name("smoke.png")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--profile", "smoke", "--no-progress",
+        [sys.executable, "-m", "handlerbox.benchmarks", "--profile", "smoke", "--no-progress",
          "--out", str(out), "--chart", str(chart)],
         cwd=ROOT, capture_output=True, text=True, timeout=150)
     return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr,
@@ -206,7 +206,7 @@ def test_every_placement_names_its_cpus(name: str) -> None:
 
 
 def test_payloads_have_their_sizes_and_are_valid_events() -> None:
-    from runtime.models import EventPayload
+    from handlerbox.runtime.models import EventPayload
 
     assert 330 <= len(payload_bytes("350")) <= 370
     for size in SIZES:

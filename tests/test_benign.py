@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from sandbox import CompileError, run_source
+from handlerbox.sandbox import CompileError, run_source
 
 
 def case(case_id: str, source: str, payload: object, expected: object, logs: str = "") -> object:

@@ -13,7 +13,7 @@ from tests.conftest import APPS, EXAMPLES
 
 
 def handlerbox(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "handlerbox", *map(str, args)],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import CompileError, compile_handler
-from sandbox.policy import MAX_SOURCE_BYTES
+from handlerbox.sandbox import CompileError, compile_handler
+from handlerbox.sandbox.policy import MAX_SOURCE_BYTES
 
 
 def compiles_or_reports(source: str | bytes) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from runtime import Engine
-from runtime.errors import AppLoadError, ConfigError, ManifestError
-from sandbox import CompileError
+from handlerbox import Engine
+from handlerbox.runtime.errors import AppLoadError, ConfigError, ManifestError
+from handlerbox.sandbox import CompileError
 from tests.conftest import APPS, EXAMPLES, make_payload
 
 
@@ -204,7 +204,7 @@ def test_closed_engine_refuses_work() -> None:
     engine = Engine(workers=1)
     app = engine.load_app(APPS / "echo")
     engine.close()
-    from runtime.errors import EngineClosed
+    from handlerbox.runtime.errors import EngineClosed
 
     with pytest.raises(EngineClosed):
         engine.dispatch(app, make_payload())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import CompileError, HandlerError, run_source
+from handlerbox.sandbox import CompileError, HandlerError, run_source
 
 
 def src(body: str, prelude: str = "") -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-import sandbox
-from runtime.models import EventPayload, Manifest
+from handlerbox import sandbox
+from handlerbox.runtime.models import EventPayload, Manifest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from runtime import Engine
+from handlerbox import Engine
 from tests.conftest import APPS, make_payload
 
 DEATHS = ("sigkill", "sigsegv", "exit")
@@ -108,7 +108,7 @@ def test_workers_killed_from_outside_under_load_still_give_one_result_each() -> 
 
 
 def test_a_misspelt_fault_is_a_config_error() -> None:
-    from runtime.errors import ConfigError
+    from handlerbox.runtime.errors import ConfigError
 
     with pytest.raises(ConfigError, match="stage must be one of"):
         Engine(workers=1, inject_fault={"stage": "runn", "action": "sigkill", "count": 1})

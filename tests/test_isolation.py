@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from runtime import Engine
-from runtime.errors import ConfigError, IsolationError
-from runtime.isolation import ACTIVE, LAYERS
+from handlerbox import Engine
+from handlerbox.runtime.errors import ConfigError, IsolationError
+from handlerbox.runtime.isolation import ACTIVE, LAYERS
 from tests.conftest import APPS, make_payload
 
 MEMORY_MB = 200
@@ -148,7 +148,7 @@ def test_workers_die_within_a_second_of_their_host(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-        from runtime import Engine
+        from handlerbox import Engine
         from tests.conftest import APPS, make_payload
         engine = Engine(workers=2)
         app = engine.load_app(APPS / "echo")

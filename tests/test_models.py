@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from runtime.errors import (
+from handlerbox.runtime.errors import (
     AppLoadError,
     ConfigError,
     EngineClosed,
@@ -19,7 +19,7 @@ from runtime.errors import (
     PayloadError,
     WorkerError,
 )
-from runtime.models import (
+from handlerbox.runtime.models import (
     MAX_PAYLOAD_BYTES,
     EngineConfig,
     ErrorInfo,
@@ -28,7 +28,7 @@ from runtime.models import (
     Manifest,
     execution_timeout,
 )
-from sandbox.errors import HandlerboxError
+from handlerbox.sandbox.errors import HandlerboxError
 
 VALID_VALUES = "request timeout must be 15 (default), 20, 25 or 30 seconds"
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.modules import ALLOWED_MODULES, Facade, facade
-from sandbox.namespace import guarded_import
-from sandbox.policy import is_forbidden_attribute
+from handlerbox.sandbox.modules import ALLOWED_MODULES, Facade, facade
+from handlerbox.sandbox.namespace import guarded_import
+from handlerbox.sandbox.policy import is_forbidden_attribute
 
 LEAKS = (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)
 SHARED_MUTABLE = (dict, list, set, bytearray)

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import PayloadError
-from runtime.models import EventPayload, payload_json_fast
+from handlerbox.runtime.errors import PayloadError
+from handlerbox.runtime.models import EventPayload, payload_json_fast
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),

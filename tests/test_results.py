@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import (
+from handlerbox.sandbox import (
     HandlerError,
     HandlerNotFound,
     Limits,

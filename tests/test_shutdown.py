@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 import pytest
 
-from runtime import Engine
-from runtime.errors import EngineClosed
+from handlerbox import Engine
+from handlerbox.runtime.errors import EngineClosed
 from tests.conftest import APPS, make_payload
 
 
@@ -102,7 +102,7 @@ def test_no_process_outlives_a_host_that_is_terminated(tmp_path: Path, how: int)
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-        from runtime import Engine
+        from handlerbox import Engine
         from tests.conftest import APPS, make_payload
         engine = Engine(workers=2)
         for name in ("echo", "state_leak"):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks import soak
+from handlerbox.benchmarks import soak
 
 REQUESTS = 300  # three blocks of 100: the mix exactly
 

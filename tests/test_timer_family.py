@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import CompileError, HandlerError, Violation, compile_handler, run_source
+from handlerbox.sandbox import CompileError, HandlerError, Violation, compile_handler, run_source
 
 PHRASE = ("is not available in handlers: they cannot start threads or timers"
           " (the platform has no setTimeout/setInterval)")

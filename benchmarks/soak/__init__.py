@@ -38,8 +38,8 @@ One job a module:
     __main__   the command line
 """
 
-from benchmarks.soak.classes import MIX
-from benchmarks.soak.report import describe
-from benchmarks.soak.runner import run
+from handlerbox.benchmarks.soak.classes import MIX
+from handlerbox.benchmarks.soak.report import describe
+from handlerbox.benchmarks.soak.runner import run
 
 __all__ = ["MIX", "describe", "run"]

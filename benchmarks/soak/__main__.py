@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import TypeVar
 
-from benchmarks import soak
+from handlerbox.benchmarks import soak
 
 T = TypeVar("T")
 

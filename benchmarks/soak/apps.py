@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
-    from runtime import App, Engine
+    from handlerbox import App, Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_APP = ROOT / "tests" / "apps" / "soak_app"

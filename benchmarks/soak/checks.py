@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from benchmarks.soak.classes import CLASSES, MIX
-from benchmarks.soak.findings import Findings
+from handlerbox.benchmarks.soak.classes import CLASSES, MIX
+from handlerbox.benchmarks.soak.findings import Findings
 
 MIX_TOLERANCE = 0.01
 """Outcome shares may differ from the mix by 1 point of all requests (or 3 requests)."""

@@ -10,9 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-from benchmarks.soak.classes import MIX
-from benchmarks.soak.processes import ProcessInfo
-from benchmarks.soak.tally import CallerStats
+from handlerbox.benchmarks.soak.classes import MIX
+from handlerbox.benchmarks.soak.processes import ProcessInfo
+from handlerbox.benchmarks.soak.tally import CallerStats
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
-    from runtime import App, Engine
-    from runtime.spawner import WorkerProcess
+    from handlerbox import App, Engine
+    from handlerbox.runtime.spawner import WorkerProcess
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypedDict
 import psutil
 
 if TYPE_CHECKING:
-    from runtime import Engine
+    from handlerbox import Engine
 
 ORPHAN_GRACE_SECONDS = 3.0
 SAMPLE_SECONDS = 0.1
@@ -151,7 +151,7 @@ def _engine_descendants(since: float) -> list[ProcessInfo]:
     for process in psutil.Process().children(recursive=True):
         try:
             if (process.create_time() >= since and process.status() != psutil.STATUS_ZOMBIE
-                    and "runtime.zygote" in " ".join(process.cmdline())):
+                    and "handlerbox.runtime.zygote" in " ".join(process.cmdline())):
                 found.append({"pid": process.pid, "status": str(process.status()),
                               "zygote": None})
         except psutil.Error:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.soak.checks import Check
-from benchmarks.soak.findings import Findings, percentile
-from benchmarks.soak.tally import MAX_EXAMPLES
+from handlerbox.benchmarks.soak.checks import Check
+from handlerbox.benchmarks.soak.findings import Findings, percentile
+from handlerbox.benchmarks.soak.tally import MAX_EXAMPLES
 
 
 def summarize(found: Findings, settings: dict[str, Any],

@@ -12,18 +12,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.soak.apps import load_apps
-from benchmarks.soak.checks import evaluate
-from benchmarks.soak.classes import Schedule
-from benchmarks.soak.findings import Findings
-from benchmarks.soak.injector import Injector
-from benchmarks.soak.processes import Watcher, find_orphans
-from benchmarks.soak.report import summarize
-from benchmarks.soak.tally import CallerStats
-from benchmarks.soak.traffic import Context, start_callers
+from handlerbox.benchmarks.soak.apps import load_apps
+from handlerbox.benchmarks.soak.checks import evaluate
+from handlerbox.benchmarks.soak.classes import Schedule
+from handlerbox.benchmarks.soak.findings import Findings
+from handlerbox.benchmarks.soak.injector import Injector
+from handlerbox.benchmarks.soak.processes import Watcher, find_orphans
+from handlerbox.benchmarks.soak.report import summarize
+from handlerbox.benchmarks.soak.tally import CallerStats
+from handlerbox.benchmarks.soak.traffic import Context, start_callers
 
 if TYPE_CHECKING:
-    from runtime import Engine
+    from handlerbox import Engine
 
 
 def run(seconds: float, apps: int = 20, workers: int = 2, threads: int = 8, *,
@@ -36,7 +36,7 @@ def run(seconds: float, apps: int = 20, workers: int = 2, threads: int = 8, *,
     stops after `seconds`, or `max_requests` requests if that comes first (a multiple of 100
     gives the mix exactly); `quick` reports the host-RSS and p99 checks without enforcing
     them."""
-    from runtime import Engine
+    from handlerbox import Engine
 
     if threads + async_tasks < 1:
         raise ValueError("the soak needs at least one thread or async task")

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from benchmarks.soak.classes import CLASSES
+from handlerbox.benchmarks.soak.classes import CLASSES
 
 if TYPE_CHECKING:
-    from runtime import InvocationResult
+    from handlerbox import InvocationResult
 
 MAX_EXAMPLES = 12
 
