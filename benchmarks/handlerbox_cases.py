@@ -19,6 +19,7 @@ from typing import Any
 
 from handlerbox.benchmarks import payloads
 from handlerbox.benchmarks.stats import time_calls
+
 from handlerbox import Engine, InvocationResult
 
 

@@ -64,7 +64,8 @@ class ManyApps:
             try:
                 info = process.memory_full_info()
                 role = ("host" if process.pid == me.pid else "zygote"
-                        if process.ppid() == me.pid and "handlerbox.runtime.zygote" in process.cmdline()
+                        if process.ppid() == me.pid
+                        and "handlerbox.runtime.zygote" in process.cmdline()
                         else "workers")
             except psutil.Error:
                 continue  # it exited meanwhile

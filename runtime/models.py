@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Self, get_args
 
 import orjson
+from handlerbox.runtime.errors import ConfigError, ManifestError, PayloadError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,8 +26,6 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-
-from handlerbox.runtime.errors import ConfigError, ManifestError, PayloadError
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 """A product-event payload is at most this many bytes as compact UTF-8 JSON."""

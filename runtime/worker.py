@@ -23,7 +23,6 @@ import resource
 from typing import Any
 
 import orjson
-
 from handlerbox.runtime import protocol
 from handlerbox.runtime.faults import Fault
 from handlerbox.sandbox.errors import HandlerError, HandlerNotFound

@@ -13,10 +13,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
-
 from handlerbox.sandbox.errors import CompileError, Violation
 from handlerbox.sandbox.modules import ALLOWED_MODULES, FORBIDDEN_MODULE_ATTRS
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
 MAX_SOURCE_BYTES = 1 << 20
 """Larger sources are refused before parsing: no handler needs more, and the parser's time

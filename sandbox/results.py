@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import orjson
-
 from handlerbox.sandbox.errors import ResultError
 
 MAX_DEPTH = 100

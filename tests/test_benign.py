@@ -9,7 +9,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from handlerbox.sandbox import CompileError, run_source
 
 

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from handlerbox.sandbox import CompileError, compile_handler
 from handlerbox.sandbox.policy import MAX_SOURCE_BYTES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def compiles_or_reports(source: str | bytes) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from handlerbox import Engine
 from handlerbox.runtime.errors import AppLoadError, ConfigError, ManifestError
 from handlerbox.sandbox import CompileError
+
+from handlerbox import Engine
 from tests.conftest import APPS, EXAMPLES, make_payload
 
 

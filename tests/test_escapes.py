@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from handlerbox.sandbox import CompileError, HandlerError, run_source
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from handlerbox.runtime.models import EventPayload, Manifest
 
 from handlerbox import sandbox
-from handlerbox.runtime.models import EventPayload, Manifest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from handlerbox import Engine
 from handlerbox.runtime.errors import ConfigError, IsolationError
 from handlerbox.runtime.isolation import ACTIVE, LAYERS
+
+from handlerbox import Engine
 from tests.conftest import APPS, make_payload
 
 MEMORY_MB = 200

@@ -8,8 +8,6 @@ import re
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
-
 from handlerbox.runtime.errors import (
     AppLoadError,
     ConfigError,
@@ -29,6 +27,7 @@ from handlerbox.runtime.models import (
     execution_timeout,
 )
 from handlerbox.sandbox.errors import HandlerboxError
+from pydantic import ValidationError
 
 VALID_VALUES = "request timeout must be 15 (default), 20, 25 or 30 seconds"
 

@@ -10,7 +10,6 @@ import types
 from typing import Any
 
 import pytest
-
 from handlerbox.sandbox.modules import ALLOWED_MODULES, Facade, facade
 from handlerbox.sandbox.namespace import guarded_import
 from handlerbox.sandbox.policy import is_forbidden_attribute

@@ -7,7 +7,6 @@ and whatever the module exports, resolving the handler ends in a handlerbox erro
 from __future__ import annotations
 
 import pytest
-
 from handlerbox.sandbox import (
     HandlerError,
     HandlerNotFound,

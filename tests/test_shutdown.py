@@ -15,9 +15,9 @@ from typing import Any
 
 import psutil
 import pytest
+from handlerbox.runtime.errors import EngineClosed
 
 from handlerbox import Engine
-from handlerbox.runtime.errors import EngineClosed
 from tests.conftest import APPS, make_payload
 
 

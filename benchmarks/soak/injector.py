@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
-    from handlerbox import App, Engine
     from handlerbox.runtime.spawner import WorkerProcess
+
+    from handlerbox import App, Engine
 
 
 @dataclass(eq=False)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from handlerbox.benchmarks.soak.apps import Member
     from handlerbox.benchmarks.soak.injector import Injector, Ticket
     from handlerbox.benchmarks.soak.processes import Watcher
+
     from handlerbox import App, Engine, InvocationResult
 
 POLL_SECONDS = 0.002
