@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from handlerbox.runtime.app import App
+    from handlerbox.runtime.config import EngineConfig
     from handlerbox.runtime.engine import Engine
     from handlerbox.runtime.errors import (
         AppLoadError,
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
         PayloadError,
         WorkerError,
     )
-    from handlerbox.runtime.models import EngineConfig, EventPayload, InvocationResult
+    from handlerbox.runtime.payloads import EventPayload
+    from handlerbox.runtime.results import InvocationResult
     from handlerbox.sandbox.errors import CompileError, HandlerboxError
 
 __all__ = ["App", "AppLoadError", "CompileError", "ConfigError", "Engine", "EngineClosed",
@@ -38,8 +40,8 @@ __all__ = ["App", "AppLoadError", "CompileError", "ConfigError", "Engine", "Engi
 
 _HOMES = {
     "App": "handlerbox.runtime.app", "Engine": "handlerbox.runtime.engine",
-    "EngineConfig": "handlerbox.runtime.models", "EventPayload": "handlerbox.runtime.models",
-    "InvocationResult": "handlerbox.runtime.models",
+    "EngineConfig": "handlerbox.runtime.config", "EventPayload": "handlerbox.runtime.payloads",
+    "InvocationResult": "handlerbox.runtime.results",
     **{name: "handlerbox.runtime.errors" for name in (
         "AppLoadError", "ConfigError", "EngineClosed", "IsolationError", "ManifestError",
         "PayloadError", "WorkerError")},

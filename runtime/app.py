@@ -19,8 +19,9 @@ import marshal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handlerbox.runtime.deadline import execution_timeout
 from handlerbox.runtime.errors import AppLoadError, ManifestError
-from handlerbox.runtime.models import Manifest, execution_timeout
+from handlerbox.runtime.manifest import Manifest
 from handlerbox.sandbox import CompiledHandler, CompileError, compile_handler
 from handlerbox.sandbox.runner import declared_handlers
 

@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from handlerbox.runtime.app import load_app, validate_app
     from handlerbox.runtime.engine import Engine
     from handlerbox.runtime.errors import AppLoadError
-    from handlerbox.runtime.models import EventPayload
+    from handlerbox.runtime.payloads import EventPayload
     from handlerbox.sandbox.errors import CompileError, HandlerboxError
 
     try:

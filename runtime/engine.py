@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from handlerbox.runtime import faults, protocol, replies
 from handlerbox.runtime.app import App, load_app
+from handlerbox.runtime.config import EngineConfig
 from handlerbox.runtime.errors import (
     ConfigError,
     EngineClosed,
@@ -32,14 +33,9 @@ from handlerbox.runtime.errors import (
     WorkerError,
 )
 from handlerbox.runtime.isolation import ACTIVE, LAYERS
-from handlerbox.runtime.models import (
-    EngineConfig,
-    ErrorInfo,
-    EventPayload,
-    InvocationResult,
-    payload_json_fast,
-)
+from handlerbox.runtime.payloads import EventPayload, payload_json_fast
 from handlerbox.runtime.pool import Lease, Overloaded, Pool
+from handlerbox.runtime.results import ErrorInfo, InvocationResult
 from handlerbox.runtime.spawner import Spawner, WorkerProcess, describe_status
 
 Payload = dict[str, Any] | EventPayload | bytes

@@ -205,7 +205,7 @@ def test_every_placement_names_its_cpus(name: str) -> None:
 
 
 def test_payloads_have_their_sizes_and_are_valid_events() -> None:
-    from handlerbox.runtime.models import EventPayload
+    from handlerbox.runtime.payloads import EventPayload
 
     assert 330 <= len(payload_bytes("350")) <= 370
     for size in SIZES:

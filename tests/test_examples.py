@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handlerbox.runtime.models import EventPayload, Manifest
+from handlerbox.runtime.manifest import Manifest
+from handlerbox.runtime.payloads import EventPayload
 
 from handlerbox import sandbox
 

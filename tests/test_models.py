@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 import pytest
+from handlerbox.runtime.config import EngineConfig
+from handlerbox.runtime.deadline import execution_timeout
 from handlerbox.runtime.errors import (
     AppLoadError,
     ConfigError,
@@ -17,15 +19,9 @@ from handlerbox.runtime.errors import (
     PayloadError,
     WorkerError,
 )
-from handlerbox.runtime.models import (
-    MAX_PAYLOAD_BYTES,
-    EngineConfig,
-    ErrorInfo,
-    EventPayload,
-    InvocationResult,
-    Manifest,
-    execution_timeout,
-)
+from handlerbox.runtime.manifest import Manifest
+from handlerbox.runtime.payloads import MAX_PAYLOAD_BYTES, EventPayload
+from handlerbox.runtime.results import ErrorInfo, InvocationResult
 from handlerbox.sandbox.errors import HandlerboxError
 from pydantic import ValidationError
 
@@ -261,10 +257,21 @@ def test_missing_fields_are_named() -> None:
     assert payload_problems(raw) == ["payload.region: is required", "payload.data: is required"]
 
 
-def test_extra_keys_are_named() -> None:
-    assert payload_problems(good_payload(iparam={})) == [
-        "payload: unknown key 'iparam' (allowed: account_id, domain, event, region, "
-        "timestamp, data, iparams)"]
+def test_unknown_top_level_keys_pass_through_to_the_handler() -> None:
+    """Platforms add fields over time: a payload with a new key stays valid, and the key
+    reaches the handler unchanged, by the checked path and by the fast path alike."""
+    from handlerbox.runtime.payloads import payload_json_fast
+
+    raw = good_payload(added_later={"version": 2})
+    assert json.loads(EventPayload.parse(raw).json_bytes())["added_later"] == {"version": 2}
+    fast = payload_json_fast(raw)
+    assert fast is not None and json.loads(fast[1])["added_later"] == {"version": 2}
+
+
+def test_unknown_top_level_keys_must_still_be_plain_json() -> None:
+    assert payload_problems(good_payload(added_later=float("nan"))) == [
+        "payload.added_later: is not plain JSON (Out of range float values are not JSON "
+        "compliant)"]
 
 
 def test_every_bad_field_is_reported_at_once() -> None:

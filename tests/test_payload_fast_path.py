@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from handlerbox.runtime.errors import PayloadError
-from handlerbox.runtime.models import EventPayload, payload_json_fast
+from handlerbox.runtime.payloads import EventPayload, payload_json_fast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
