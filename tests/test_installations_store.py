@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,12 +42,6 @@ def sqlite(tmp_path: Path, clock: FakeClock) -> tuple[InstallationStore, Callabl
     return SQLiteInstallations(db, clock), db.close
 
 
-REOPEN_BUG = pytest.mark.xfail(
-    raises=sqlite3.OperationalError, strict=False,
-    reason="Database() cannot open an existing file: sqlite.py runs PRAGMA journal_mode=WAL "
-           "inside BEGIN IMMEDIATE ('cannot change into wal mode from within a transaction')")
-"""Remove once runtime/services/sqlite.py sets WAL outside the transaction; until then the
-test still fails on any other error."""
 
 
 BACKENDS = {"memory": memory, "sqlite": sqlite}
@@ -211,7 +204,6 @@ def test_concurrent_adds_of_one_installation_let_exactly_one_win(
     assert sorted(outcomes) == ["added"] + ["exists"] * 7
 
 
-@REOPEN_BUG
 def test_sqlite_installations_survive_reopening_the_file(tmp_path: Path,
                                                          clock: FakeClock) -> None:
     path = tmp_path / "persist.sqlite3"
@@ -234,7 +226,6 @@ def test_sqlite_installations_survive_reopening_the_file(tmp_path: Path,
         db.close()
 
 
-@REOPEN_BUG
 def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path,
                                                        clock: FakeClock) -> None:
     path = tmp_path / "shared.sqlite3"

@@ -4,7 +4,6 @@ a Redis one to BACKENDS)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,12 +40,6 @@ def sqlite(tmp_path: Path) -> tuple[TokenBackend, Callable[[], None]]:
     return SQLiteTokenBackend(db), db.close
 
 
-REOPEN_BUG = pytest.mark.xfail(
-    raises=sqlite3.OperationalError, strict=False,
-    reason="Database() cannot open an existing file: sqlite.py runs PRAGMA journal_mode=WAL "
-           "inside BEGIN IMMEDIATE ('cannot change into wal mode from within a transaction')")
-"""Remove once runtime/services/sqlite.py sets WAL outside the transaction; until then the
-test still fails on any other error."""
 
 
 BACKENDS = {"memory": memory, "sqlite": sqlite}
@@ -172,7 +165,6 @@ def test_tokens_are_stored_only_as_their_hash(tmp_path: Path) -> None:
         db.close()
 
 
-@REOPEN_BUG
 def test_sqlite_tokens_survive_reopening_the_file(tmp_path: Path) -> None:
     path = tmp_path / "hooks.sqlite3"
     db = Database(path)

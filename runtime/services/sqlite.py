@@ -33,8 +33,8 @@ class Database:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        with self.transaction() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        # Not inside a transaction: SQLite refuses to change the journal mode there.
+        self.connection().execute("PRAGMA journal_mode=WAL")
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode: transactions are explicit)."""
