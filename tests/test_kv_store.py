@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -529,20 +528,9 @@ def test_four_threads_incrementing_one_key_lose_nothing(tmp_path: Path) -> None:
     db.close()
 
 
-def open_again(path: Path) -> Database:
-    """Database(path) on a file that exists (another engine's, or one closed earlier)."""
-    try:
-        return Database(path)
-    except sqlite3.OperationalError as exc:
-        if "wal mode" not in str(exc):
-            raise
-        pytest.xfail(f"sqlite.py cannot open an existing file ({exc}): Database.__init__ sets "
-                     "journal_mode=WAL inside BEGIN IMMEDIATE; it must run outside a transaction")
-
-
 def test_two_databases_on_one_file_incrementing_lose_nothing(tmp_path: Path) -> None:
     first = Database(tmp_path / "kv.sqlite3")
-    second = open_again(tmp_path / "kv.sqlite3")
+    second = Database(tmp_path / "kv.sqlite3")
     stores = [KVStore.sqlite(db, rate_limit=NO_LIMIT) for db in (first, second)]
     do(stores[0], A, "set", key="counter", value={"n": 0})
     errors: list[BaseException] = []
@@ -571,7 +559,7 @@ def test_two_processes_on_one_file_incrementing_lose_nothing(tmp_path: Path) -> 
     db = Database(path)
     store = KVStore.sqlite(db, rate_limit=NO_LIMIT)
     do(store, A, "set", key="counter", value={"n": 0})
-    open_again(path).close()
+    Database(path).close()
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(path), "200"])
                 for _ in range(2)]
     assert [child.wait(timeout=50) for child in children] == [0, 0]
@@ -587,7 +575,7 @@ def test_values_survive_closing_and_reopening_the_file(tmp_path: Path) -> None:
     do(store, A, "set", key="t", value=1, ttl=10)
     do(store, B, "set", key="k", value="b")
     db.close()
-    db = open_again(tmp_path / "kv.sqlite3")
+    db = Database(tmp_path / "kv.sqlite3")
     store = KVStore.sqlite(db, clock=clock)
     assert do(store, A, "get", key="k") == {"a": [1, "ü"]}
     assert do(store, B, "get", key="k") == "b"
