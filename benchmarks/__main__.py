@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     load_before = machine.load_average()
     steps = suite.Suite(args.profile, plan, args.workers, args.sections, print).steps()
-    progress = Progress(steps, not args.no_progress)
+    progress = Progress(steps, not args.no_progress and sys.stderr.isatty())
     try:
         measured = suite.run(args.profile, plan, args.workers, args.sections, progress.tick)
     finally:

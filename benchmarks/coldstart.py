@@ -56,17 +56,17 @@ class HandlerboxCold:
     def spawner_trial(self) -> dict[str, float]:
         from handlerbox.runtime import protocol
         from handlerbox.runtime.pool import Lease
+        from handlerbox.runtime.results import InvocationResult
 
         engine, clock = self.engine, time.perf_counter
         routed = engine._route(self.app, self.payload, time.monotonic())
-        assert isinstance(routed, tuple), routed
-        request = routed[2]
+        assert not isinstance(routed, InvocationResult), routed
         start = clock()
         worker = engine._spawner.spawn()
         spawned = clock()
         try:
             deadline = time.monotonic() + 10.0
-            engine._send(self.app, Lease(worker, fresh=True), request)
+            engine._dispatcher._send(self.app, routed, Lease(worker, fresh=True))
             hello = protocol.decode(protocol.read_frame(worker.reply_fd, worker.reader,
                                                         deadline))
             if hello.get("op") != "ready":

@@ -17,10 +17,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from handlerbox import Engine, InvocationResult
 from handlerbox.benchmarks import payloads
 from handlerbox.benchmarks.stats import time_calls
-
-from handlerbox import Engine, InvocationResult
 
 
 class _Handlerbox:

@@ -13,15 +13,18 @@ without running it: the host never runs handler code.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
-import json
 import marshal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handlerbox.runtime import protocol
 from handlerbox.runtime.deadline import execution_timeout
 from handlerbox.runtime.errors import AppLoadError, ManifestError
+from handlerbox.runtime.iparams import IparamsSpec, load_iparams_spec
 from handlerbox.runtime.manifest import Manifest
+from handlerbox.runtime.services.templates import Template, TemplatePolicy, load_templates
 from handlerbox.sandbox import CompiledHandler, CompileError, compile_handler
 from handlerbox.sandbox.runner import declared_handlers
 
@@ -42,46 +45,72 @@ class App:
     compiled: CompiledHandler
     execution_timeout: float
     request_timeout: int | None
+    iparams: IparamsSpec = field(default_factory=lambda: IparamsSpec.parse({}))
+    templates: dict[str, Template] = field(default_factory=dict)
+    version: str = ""
     key: str = field(default_factory=lambda: f"app-{next(_keys)}")
     invoke_prefixes: dict[str, bytes] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # The start of each event's invoke request, made once: dispatch appends the payload.
+        # The start of each invoke request, made once: dispatch appends the payload.
+        handlers = {spec.handler for spec in self.manifest.events.values()} | {
+            self.manifest.function_handler(m) or m for m in self.manifest.functions}
         object.__setattr__(self, "invoke_prefixes", {
-            event: b'{"op":"invoke","handler":' + json.dumps(spec.handler).encode()
-            + b',"payload":' for event, spec in self.manifest.events.items()})
+            handler: protocol.invoke_prefix(handler) for handler in handlers})
 
     def handler_for(self, event: str) -> str | None:
         spec = self.manifest.events.get(event)
         return spec.handler if spec else None
 
+    def handler_for_method(self, method: str) -> str | None:
+        """The handler of a server method (SMI), or None when the app offers no such method."""
+        return self.manifest.function_handler(method)
+
     def test_payload_path(self, event: str) -> Path:
         return self.path / "server" / "test_data" / f"{event}.json"
 
-    def bind_request(self, sandbox_limits: dict[str, int]) -> bytes:
-        """The bind message a worker needs to serve this app (the host's compiled code)."""
-        return json.dumps({
-            "op": "bind", "app": self.name, "filename": self.compiled.filename,
-            "source": self.compiled.source,
-            "code": base64.b64encode(marshal.dumps(self.compiled.code)).decode(),
-            "limits": sandbox_limits,
-        }).encode()
+    def bind_request(self, sandbox_limits: dict[str, int], installation: str) -> bytes:
+        """The bind message a worker needs to serve this app for one installation (the
+        host's compiled code)."""
+        return protocol.bind_message(
+            self.name, installation, self.compiled.filename, self.compiled.source,
+            base64.b64encode(marshal.dumps(self.compiled.code)).decode(), sandbox_limits)
 
 
 def load_app(path: str | Path, request_timeout: int | None = None,
-             timeout: float | None = None) -> App:
+             timeout: float | None = None, templates: TemplatePolicy | None = None) -> App:
     """Load and check an app directory. Raises ManifestError, AppLoadError or CompileError;
     a ConfigError for a request timeout outside 15, 20, 25 or 30 s."""
     root = Path(path)
     manifest = read_manifest(root)
-    compiled = compile_handler(read_server(root), "server.py")
+    compiled = compile_handler(read_server(root), SERVER.as_posix())
     missing = missing_handlers(manifest, compiled)
     if missing:
         raise AppLoadError(missing[0], missing)
     effective = request_timeout if request_timeout is not None else manifest.request_timeout
+    iparams = load_iparams_spec(root)
     return App(name=root.resolve().name, path=root, manifest=manifest, compiled=compiled,
                execution_timeout=execution_timeout(effective, timeout),
-               request_timeout=effective)
+               request_timeout=effective, iparams=iparams,
+               templates=load_app_templates(root, manifest, templates),
+               version=_version(root, compiled))
+
+
+def _version(root: Path, compiled: CompiledHandler) -> str:
+    """A version id from the app's content: the manifest, config files and module."""
+    digest = hashlib.sha256(compiled.source.encode("utf-8", "surrogatepass"))
+    for name in (MANIFEST, "config/iparams.json", "config/requests.json"):
+        try:
+            digest.update((root / name).read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()[:12]
+
+
+def load_app_templates(root: Path, manifest: Manifest,
+                       policy: TemplatePolicy | None = None) -> dict[str, Template]:
+    """The request templates the manifest lists, from config/requests.json."""
+    return load_templates(root, list(manifest.requests), policy) if manifest.requests else {}
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -116,10 +145,25 @@ def missing_handlers(manifest: Manifest, compiled: CompiledHandler) -> list[str]
     declared = declared_handlers(compiled)
     if declared is None:
         return []  # `exports` is computed: checked at the first dispatch instead
-    where = "exports" if "exports" in compiled.source else "the module"
-    return [f"{compiled.filename}: handler {spec.handler!r} for {event} is not defined in "
-            f"{where}" for event, spec in manifest.events.items()
-            if spec.handler not in declared]
+    where = "exports" if _defines_exports(compiled.source) else "the module"
+    wanted = [(event, spec.handler) for event, spec in manifest.events.items()] + [
+        (f"function {method}", manifest.function_handler(method) or method)
+        for method in manifest.functions]
+    return [f"{compiled.filename}: handler {handler!r} for {what} is not defined in {where}"
+            for what, handler in wanted if handler not in declared]
+
+
+def _defines_exports(source: str) -> bool:
+    """True when the module assigns `exports` at its top level (read from the syntax tree:
+    the word in a comment or a string does not count)."""
+    import ast
+
+    for node in ast.parse(source).body:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        if any(isinstance(t, ast.Name) and t.id == "exports" for t in targets):
+            return True
+    return False
 
 
 def validate_app(path: str | Path) -> list[str]:
@@ -134,11 +178,18 @@ def validate_app(path: str | Path) -> list[str]:
     compiled = None
     if root.is_dir():
         try:
-            compiled = compile_handler(read_server(root), str(root / SERVER))
+            compiled = compile_handler(read_server(root), SERVER.as_posix())
         except CompileError as exc:
             problems.extend(str(v) for v in exc.violations)
         except AppLoadError as exc:
             problems.extend(exc.problems)
     if manifest is not None and compiled is not None:
         problems.extend(missing_handlers(manifest, compiled))
+    if root.is_dir():
+        for load in (lambda: load_iparams_spec(root),
+                     lambda: manifest and load_app_templates(root, manifest)):
+            try:
+                load()
+            except AppLoadError as exc:
+                problems.extend(exc.problems)
     return problems

@@ -71,14 +71,13 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         app = load_app(args.app, request_timeout=args.request_timeout, timeout=args.timeout)
+        if app.handler_for(args.event) is None:
+            raise _BadInput(_no_handler(args.app, args.event, sorted(app.manifest.events)))
         payload_path = args.payload or app.test_payload_path(args.event)
         payload = EventPayload.parse_json(_read(payload_path), str(payload_path))
         if payload.event != args.event:
             raise _BadInput(f"{payload_path}: its event is {payload.event!r}, "
                             f"not {args.event!r}")
-        if app.handler_for(args.event) is None:
-            raise _BadInput(f"{args.app}/manifest.json: no handler for {args.event} (the app "
-                            f"subscribes to {', '.join(sorted(app.manifest.events))})")
     except (CompileError, AppLoadError):
         return _report_problems(validate_app(args.app), args.json)
     except (HandlerboxError, _BadInput) as exc:
@@ -126,10 +125,17 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from handlerbox.runtime.engine import Engine
+    from handlerbox.runtime.isolation import LAYERS
 
+    required = [name.strip() for name in args.require.split(",") if name.strip()]
+    unknown = [name for name in required if name not in LAYERS]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        return _report_problems([f"--require: unknown isolation layer{plural} "
+                                 f"{', '.join(unknown)}; the known layers are "
+                                 f"{', '.join(LAYERS)}"], args.json, code="bad_input")
     with Engine(workers=1, spares=0) as engine:
         layers, start = engine.isolation(), engine.worker_start_ms()
-    required = [name for name in args.require.split(",") if name]
     missing = [name for name in required if layers.get(name) != "active"]
     if args.json:
         print(json.dumps({"layers": layers, "worker_start_ms": start, "missing": missing}))
@@ -162,6 +168,16 @@ def _plugin(name: str, argv: list[str]) -> int:
         print(f"handlerbox {name}: not installed with this distribution", file=sys.stderr)
         return EXIT_BAD_INPUT
     return int(next(iter(found)).load()(argv))
+
+
+def _no_handler(app: Path, event: str, events: list[str]) -> str:
+    """Name the events the app handles, and the nearest one when the name looks mistyped."""
+    import difflib
+
+    text = (f"{app}/manifest.json: the app has no handler for {event} "
+            f"(it handles {', '.join(events)})")
+    nearest = difflib.get_close_matches(event, events, n=1, cutoff=0.6)
+    return text + (f"; did you mean {nearest[0]}?" if nearest else "")
 
 
 class _BadInput(Exception):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field, ValidationError
+
 from handlerbox.runtime.errors import ConfigError
 from handlerbox.runtime.validation import EdgeModel, NonEmpty, problems
-from pydantic import Field, ValidationError
 
 
 class EngineConfig(EdgeModel):
@@ -19,7 +20,14 @@ class EngineConfig(EdgeModel):
 
     `workers` is the global worker budget that all loaded apps share; `require` names
     isolation layers (runtime.isolation.LAYERS) without which the engine refuses to start;
-    `isolation=False` turns the optional layers off (benchmarks measure their cost).
+    `isolation=False` turns the optional layers off (benchmarks measure their cost);
+    `database` is the SQLite file that holds installations, stored data and schedules (a
+    temporary file when unset); `max_host_calls` caps service calls per invocation;
+    `scheduler` fires scheduled events (one-time schedules must be at least
+    `schedule_min_lead_seconds` ahead: the platform's 300 by default); `webhook_base_url`
+    prefixes webhook target URLs; outbound requests may reach private addresses only in
+    `allow_networks` (CIDRs, e.g. "127.0.0.1/32" for development) and use http only for
+    `allow_http_hosts`.
     """
 
     workers: int = Field(default=2, ge=1)
@@ -33,6 +41,14 @@ class EngineConfig(EdgeModel):
     isolation: bool = True
     worker_cpu_seconds: int = Field(default=600, ge=1)
     recycle_rss_mb: int = Field(default=192, ge=1)
+    database: str | None = None
+    max_host_calls: int = Field(default=100, ge=0)
+    scheduler: bool = True
+    schedule_min_lead_seconds: int = Field(default=300, ge=0)
+    schedule_min_period_seconds: int = Field(default=300, ge=1)
+    webhook_base_url: str = "http://127.0.0.1:8080"
+    allow_networks: list[str] = Field(default_factory=list)
+    allow_http_hosts: list[str] = Field(default_factory=list)
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> EngineConfig:

@@ -1,14 +1,13 @@
-"""The Engine: load apps, validate payloads, route events to handlers in workers, one result each.
+"""The Engine, handlerbox's public API: load apps, dispatch events, close; sync and asyncio.
 
-Worker replies are untrusted: runtime.replies reads each as a size-capped JSON frame and
-checks it field by field before it becomes an InvocationResult. Data flow of one dispatch:
+Validates payloads (untrusted) and routes them; the dispatch itself is runtime.dispatch,
+the results runtime.outcomes, the workers runtime.pool and runtime.spawner, the services
+handlers call runtime.services.
 
-    caller --payload--> exact-type check (EventPayload when unusual) --> event -> handler
-           --> Pool.acquire (idle worker of the app | spare bound now | wait | overloaded)
-           --> bind frame (fresh worker) + invoke frame --> worker pipe
-           <-- result frame, read by the caller itself until the app's deadline
-           at the deadline: SIGKILL the worker's process group, answer `timeout`,
-           the pool's spare takes its place
+    with Engine(workers=2) as engine:                 # async with Engine() as engine: too
+        app = engine.load_app("examples/call_logger")
+        result = engine.dispatch(app, payload)              # thread-safe
+        result = await engine.dispatch_async(app, payload)  # asyncio, no thread per call
 """
 
 from __future__ import annotations
@@ -17,111 +16,69 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
-from handlerbox.runtime import faults, protocol, replies
+from handlerbox.runtime import dispatch, faults, hostcalls, protocol
 from handlerbox.runtime.app import App, load_app
+from handlerbox.runtime.catalogue import EXTERNAL_EVENT, SCHEDULED_EVENT
 from handlerbox.runtime.config import EngineConfig
+from handlerbox.runtime.dispatch import Dispatcher, Route
 from handlerbox.runtime.errors import (
     ConfigError,
     EngineClosed,
+    InstallationExists,
+    InstallationNotFound,
     IsolationError,
     PayloadError,
-    WorkerError,
+    SetupBlocked,
+    SetupFailed,
+)
+from handlerbox.runtime.events import (
+    MAX_EXTERNAL_BODY,
+    MAX_METHOD_PAYLOAD,
+    SetupAnswer,
+    envelope,
+    setup_answer,
 )
 from handlerbox.runtime.isolation import ACTIVE, LAYERS
+from handlerbox.runtime.outcomes import Ending
 from handlerbox.runtime.payloads import EventPayload, payload_json_fast
-from handlerbox.runtime.pool import Lease, Overloaded, Pool
-from handlerbox.runtime.results import ErrorInfo, InvocationResult
-from handlerbox.runtime.spawner import Spawner, WorkerProcess, describe_status
+from handlerbox.runtime.pool import Pool
+from handlerbox.runtime.results import InvocationResult, with_status
+from handlerbox.runtime.scheduler import Scheduler
+from handlerbox.runtime.services.base import Scope
+from handlerbox.runtime.services.installations import Installation, SQLiteInstallations
+from handlerbox.runtime.services.kv import KVStore
+from handlerbox.runtime.services.outbound import request_service, template_policy
+from handlerbox.runtime.services.schedules import (
+    Occurrence,
+    ScheduleLimits,
+    ScheduleService,
+    SQLiteSchedules,
+)
+from handlerbox.runtime.services.sqlite import Database
+from handlerbox.runtime.services.webhooks import SQLiteTokenBackend, WebhookService, WebhookTokens
+from handlerbox.runtime.spawner import Spawner, WorkerProcess
+from handlerbox.runtime.validation import compact, load_json
 
 Payload = dict[str, Any] | EventPayload | bytes
 """A payload as a dict, a validated EventPayload, or JSON bytes (passed on without
 re-encoding work in Python: the cheapest form for large payloads)."""
 
-TIMEOUT_MESSAGE = "Timeout error while processing the request."
-_ATTEMPTS = 4
-"""Workers that die before taking a request are replaced; a dispatch tries this many."""
-
-
-def _event_name(payload: Any) -> str:
-    """The event a payload claims, for naming it in an invalid_payload result."""
-    if isinstance(payload, EventPayload):
-        return payload.event
-    if isinstance(payload, (bytes, bytearray)):
-        try:
-            payload = json.loads(payload)  # lenient on purpose: only to name the event
-        except (ValueError, RecursionError):
-            return ""
-    event = payload.get("event", "") if isinstance(payload, dict) else ""
-    return event if isinstance(event, str) else ""
-
-
-class _Step:
-    """One wait of a dispatch, performed by the sync or the async driver."""
-
-    def run(self) -> Any:
-        raise NotImplementedError
-
-    async def run_async(self) -> Any:
-        raise NotImplementedError
-
-
-class _Acquire(_Step):
-    def __init__(self, pool: Pool, app: App) -> None:
-        self.pool, self.app = pool, app
-
-    def run(self) -> Lease:
-        return self.pool.acquire(self.app.key, self.app.execution_timeout)
-
-    async def run_async(self) -> Lease:
-        return await self.pool.acquire_async(self.app.key, self.app.execution_timeout)
-
-
-class _Read(_Step):
-    """The ready reply of a fresh worker, or the result frame."""
-
-    def __init__(self, worker: WorkerProcess, deadline: float, ready: bool) -> None:
-        self.worker, self.deadline, self.ready = worker, deadline, ready
-
-    def run(self) -> bytes | None:
-        if self.ready:
-            replies.read_ready(self.worker, self.deadline)
-            return None
-        return replies.read_result(self.worker, self.deadline)
-
-    async def run_async(self) -> bytes | None:
-        if self.ready:
-            await replies.read_ready_async(self.worker, self.deadline)
-            return None
-        return await replies.read_result_async(self.worker, self.deadline)
-
-
-class _ExitStatus(_Step):
-    def __init__(self, worker: WorkerProcess) -> None:
-        self.worker = worker
-
-    def run(self) -> int | None:
-        return replies.exit_status(self.worker)
-
-    async def run_async(self) -> int | None:
-        return await replies.exit_status_async(self.worker)
-
 
 class Engine:
-    """Runs app handlers in pooled, sandboxed worker processes.
-
-        with Engine(workers=2) as engine:
-            app = engine.load_app("examples/call_logger")
-            result = engine.dispatch(app, payload)              # thread-safe
-            result = await engine.dispatch_async(app, payload)  # asyncio
+    """Runs app handlers in pooled, sandboxed worker processes, one installation per worker.
 
     Settings are EngineConfig's (`Engine(workers=4, memory_limit_mb=512)` or `config=`);
     `spares` is how many unbound workers wait ready. `allow_probes` and `inject_fault` are
     for tests only: they let the host run unrestricted code in, or break, its own workers.
+
+    Raises ConfigError for bad settings, IsolationError when a required isolation layer
+    cannot be applied, WorkerError when the zygote cannot start.
     """
 
     def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
@@ -162,14 +119,54 @@ class Engine:
                           # half the CPU rlimit: a worker is replaced long before it bites
                           recycle_cpu_ms=config.worker_cpu_seconds * 500.0,
                           recycle_rss_kb=config.recycle_rss_mb << 10)
+        self.database = Database(config.database)
         self._closed = False  # no new dispatches
         self._stopped = False  # workers and zygote gone
+        self._stop_when_idle = False  # close() from an event loop's thread with work in flight
         self._inflight = 0
         self._inflight_done = threading.Condition()
-        self._sandbox_limits = {"max_log_bytes": config.max_log_bytes,
-                                "max_result_bytes": config.max_result_bytes}
         # JSON escaping can make a logged character 6 bytes; errors are clipped in the worker.
-        self._max_reply = config.max_result_bytes + 6 * config.max_log_bytes + (256 << 10)
+        self._apps: dict[str, App] = {}  # the version of each app that new events go to
+        self._fired = ThreadPoolExecutor(max_workers=config.workers,
+                                         thread_name_prefix="handlerbox-scheduled")
+        self.on_result: Callable[[InvocationResult], None] | None = None
+        """Called with the result of every scheduled event (they have no caller)."""
+        self._dispatcher = Dispatcher(
+            pool=self._pool, services=hostcalls.Services(self._services()),
+            bind_limits={"max_log_bytes": config.max_log_bytes,
+                         "max_result_bytes": config.max_result_bytes},
+            max_reply=config.max_result_bytes + 6 * config.max_log_bytes + (256 << 10),
+            max_log_bytes=config.max_log_bytes, memory_limit_mb=config.memory_limit_mb,
+            max_host_calls=config.max_host_calls, stopped=lambda: self._stopped)
+        if config.scheduler:
+            self.scheduler.start()
+
+    def _services(self) -> dict[str, Any]:
+        """The services handlers may call, over the engine's database."""
+        config = self.config
+        self.store = KVStore.sqlite(self.database)
+        self.webhooks = WebhookTokens(SQLiteTokenBackend(self.database))
+        self.schedules = SQLiteSchedules(self.database)
+        self.scheduler = Scheduler(self.schedules, fire=self._schedule_due)
+        schedule_service = ScheduleService(
+            self.schedules, ScheduleLimits(min_lead_seconds=config.schedule_min_lead_seconds,
+                                           min_period_seconds=config.schedule_min_period_seconds),
+            on_change=self.scheduler.wake)
+        self.installs = SQLiteInstallations(self.database)
+        services: list[Any] = [self.store, schedule_service,
+                               WebhookService(self.webhooks, base_url=config.webhook_base_url)]
+        self.requests = request_service(config, self._app_context)
+        services.append(self.requests)
+        self._schedule_service = schedule_service
+        return {service.name: service for service in services}
+
+    def _app_context(self, scope: Scope) -> tuple[App, Installation | None] | None:
+        """What the request service needs for a call: the app's loaded version (its templates
+        and request timeout) and the installation (its iparams)."""
+        app = self._apps.get(scope.app)
+        if app is None:
+            return None
+        return app, self.installs.get(scope.app, scope.account_id)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,20 +177,57 @@ class Engine:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
     def close(self, drain: bool = True) -> None:
         """Stop the engine; new dispatches raise EngineClosed from now on. With `drain`,
         dispatches in flight finish first (each within its own deadline); without, their
         workers are killed and they end as `crashed`. Then every worker and the zygote are
-        killed and reaped. Idempotent."""
+        killed and reaped. Idempotent.
+
+        Called from a running event loop's thread while dispatches are in flight, close()
+        cannot wait (they need this very loop to finish): it returns at once and the engine
+        stops when the last of them ends. `await engine.aclose()` waits instead."""
         with self._inflight_done:
             self._closed = True
+            if drain and self._inflight and _on_event_loop():
+                self._stop_when_idle = True
+                return
             while drain and self._inflight:
                 self._inflight_done.wait()
+        self._stop()
+
+    async def aclose(self, drain: bool = True) -> None:
+        """`close` for asyncio: waits for the drain without blocking the event loop."""
+        with self._inflight_done:
+            self._closed = True
+            if not (drain and self._inflight):
+                drain = False
+        if drain:
+            await asyncio.get_running_loop().run_in_executor(None, self._wait_idle)
+        self._stop()
+
+    def _wait_idle(self) -> None:
+        with self._inflight_done:
+            while self._inflight:
+                self._inflight_done.wait()
+
+    def _stop(self) -> None:
+        with self._inflight_done:
             if self._stopped:
                 return
             self._stopped = True
+        self.scheduler.stop()
+        self._fired.shutdown(wait=False, cancel_futures=True)
         self._pool.close()
         self._spawner.close()
+        self.requests.close()
+        self.database.close()
 
     def _enter(self) -> None:
         with self._inflight_done:
@@ -204,12 +238,36 @@ class Engine:
     def _leave(self) -> None:
         with self._inflight_done:
             self._inflight -= 1
-            if not self._inflight:
+            idle = not self._inflight
+            if idle:
                 self._inflight_done.notify_all()
+            stop = idle and self._stop_when_idle
+        if stop:
+            self._stop()
+
+    # -- inspection ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once close() or aclose() was called: no new dispatches."""
+        return self._closed
+
+    def stats(self) -> dict[str, int]:
+        """The pool right now: `budget`, `bound` (workers counted against it), `idle`,
+        `busy`, `spares`, `waiting` callers, and `inflight` dispatches."""
+        stats = self._pool.stats()
+        stats.update(budget=self._pool.budget, inflight=self._inflight)
+        return stats
 
     def workers(self) -> list[WorkerProcess]:
         """The live worker handles (for inspection and tests)."""
         return self._pool.workers()
+
+    def worker_states(self) -> list[dict[str, Any]]:
+        """Each live worker: `pid`, `state` (idle, busy or spare) and the `installation` it
+        serves (`<app key>/<account_id>`, None for a spare)."""
+        return [{"pid": w.pid, "state": state, "installation": w.app_key}
+                for w, state in self._pool.states()]
 
     def isolation(self) -> dict[str, str]:
         """Each isolation layer: "active", or "unavailable: <why>", as a worker gets them."""
@@ -219,6 +277,11 @@ class Engine:
         """Measured at start (median of 5): `start_ms`, a fork from the zygote until the
         isolation layers are applied and reported; `layers_ms`, the layers alone."""
         return {key: float(self._spawner.isolation[key]) for key in ("start_ms", "layers_ms")}
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The template process's pid (None before it starts or after close)."""
+        return self._spawner.zygote_pid
 
     def probe(self, source: str, timeout: float = 10.0) -> Any:
         """TEST ONLY (needs allow_probes=True): run unrestricted `source` in a new worker
@@ -238,10 +301,30 @@ class Engine:
 
     def load_app(self, path: str | Path, request_timeout: int | None = None,
                  timeout: float | None = None) -> App:
-        """Load an app directory; see runtime.app.load_app for the errors it raises."""
+        """Load an app directory (see runtime.app.load_app for the errors it raises) and make
+        it the version of its name that installations, schedules and webhooks run. A
+        version it replaces finishes what it is running; its idle workers are retired."""
         if self._closed:
             raise EngineClosed("the engine is closed")
-        return load_app(path, request_timeout=request_timeout, timeout=timeout)
+        app = load_app(path, request_timeout=request_timeout, timeout=timeout,
+                       templates=template_policy(self.config))
+        with self._inflight_done:
+            old, self._apps[app.name] = self._apps.get(app.name), app
+        if old is not None:
+            self._pool.retire(f"{old.key}/")
+        return app
+
+    def app(self, name: str) -> App | None:
+        """The loaded version of the app called `name`, if any."""
+        return self._apps.get(name)
+
+    def unload_app(self, name: str) -> None:
+        """Stop serving the app called `name`: its idle workers are freed now, busy ones when
+        their dispatch ends; its installations stay in the store."""
+        with self._inflight_done:
+            app = self._apps.pop(name, None)
+        if app is not None:
+            self._pool.retire(f"{app.key}/")
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -250,201 +333,310 @@ class Engine:
         Raises EngineClosed only, and only once close() was called."""
         self._enter()
         try:
-            return self._dispatch(app, payload)
+            start = time.monotonic()
+            routed = self._route(app, payload, start)
+            if isinstance(routed, InvocationResult):
+                return routed
+            return dispatch.drive(self._dispatcher.steps(app, routed, start))
         finally:
             self._leave()
 
-    async def dispatch_async(self, app: App,
-                             payload: Payload) -> InvocationResult:
+    async def dispatch_async(self, app: App, payload: Payload) -> InvocationResult:
         """`dispatch` for asyncio: waits on the worker's pipe in the event loop, no thread."""
         self._enter()
         try:
-            return await self._dispatch_async(app, payload)
+            start = time.monotonic()
+            routed = self._route(app, payload, start)
+            if isinstance(routed, InvocationResult):
+                return routed
+            return await dispatch.drive_async(self._dispatcher.steps(app, routed, start))
         finally:
             self._leave()
 
-    def _dispatch(self, app: App, payload: Payload) -> InvocationResult:
-        steps = self._steps(app, payload)
-        answer: Any = None
-        failed: BaseException | None = None
-        while True:
-            try:
-                step = steps.throw(failed) if failed else steps.send(answer)
-            except StopIteration as done:
-                return cast(InvocationResult, done.value)
-            try:
-                answer, failed = step.run(), None
-            except Exception as exc:
-                answer, failed = None, exc
-            except BaseException:  # KeyboardInterrupt and kin: give the worker back first
-                steps.close()
-                raise
+    # -- installations and set-up events --------------------------------------------------
 
-    async def _dispatch_async(self, app: App,
-                              payload: Payload) -> InvocationResult:
-        steps = self._steps(app, payload)
-        answer: Any = None
-        failed: BaseException | None = None
-        while True:
-            try:
-                step = steps.throw(failed) if failed else steps.send(answer)
-            except StopIteration as done:
-                return cast(InvocationResult, done.value)
-            try:
-                answer, failed = await step.run_async(), None
-            except asyncio.CancelledError:
-                steps.close()
-                raise
-            except Exception as exc:
-                answer, failed = None, exc
+    def install(self, app: App, account_id: str, *, domain: str, region: str = "US",
+                iparams: dict[str, Any] | None = None) -> Installation:
+        """Install `app` in an account: iparams checked against config/iparams.json, then
+        onAppInstall (when subscribed) allows or blocks, then the installation is stored.
+        Raises IparamsError, InstallationExists, SetupBlocked (the app's message) or
+        SetupFailed (its handler failed: the installation is refused)."""
+        if self.installs.get(app.name, account_id) is not None:
+            raise InstallationExists(f"{app.name} is already installed in {account_id}")
+        checked = app.iparams.check(iparams or {})
+        candidate = Installation.build(app=app.name, account_id=account_id, version=app.version,
+                                       domain=domain, region=region, iparams=checked)
+        answer, result = self._setup_event(app, candidate, "onAppInstall")
+        if not answer.allow:
+            if answer.malformed or (result is not None and not result.ok):
+                raise SetupFailed(_setup_failure(app, "onAppInstall", answer, result))
+            raise SetupBlocked(answer.message)
+        return self.installs.add(app.name, account_id, version=app.version, domain=domain,
+                                 region=region, iparams=checked)
 
-    def _steps(self, app: App, payload: Payload
-               ) -> Generator[_Step, Any, InvocationResult]:
-        """One dispatch's policy, written once for both APIs: it yields each wait (for a
-        worker, a reply, an exit status) and the sync or async driver performs it."""
-        start = time.monotonic()
-        routed = self._route(app, payload, start)
+    def update_installation(self, app: App, account_id: str, *,
+                            iparams: dict[str, Any] | None = None
+                            ) -> tuple[Installation, InvocationResult | None]:
+        """Update an installation's iparams and move it to `app`'s version, then run
+        afterAppUpdate (its result is returned; it cannot undo the update)."""
+        current = self._installed(app.name, account_id)
+        checked = app.iparams.check(iparams if iparams is not None else current.iparams)
+        updated = self.installs.update(app.name, account_id, iparams=checked,
+                                       version=app.version)
+        _, result = self._setup_event(app, updated, "afterAppUpdate")
+        return updated, result
+
+    def uninstall(self, app: App, account_id: str) -> InvocationResult | None:
+        """Run onAppUninstall (when subscribed): a well-formed block keeps the installation
+        (SetupBlocked); otherwise, even when the handler fails, the installation goes, with
+        its stored data, schedules and webhook targets. Returns the handler's result."""
+        installation = self._installed(app.name, account_id)
+        answer, result = self._setup_event(app, installation, "onAppUninstall")
+        if not answer.allow and not answer.malformed and (result is None or result.ok):
+            raise SetupBlocked(answer.message)
+        scope = installation.scope
+        self.store.purge(scope)
+        self._schedule_service.purge(scope)
+        self.webhooks.revoke_all(scope)
+        self.installs.remove(app.name, account_id)
+        self._pool.retire(f"{app.key}/{account_id}")
+        return result
+
+    def installation(self, app_name: str, account_id: str) -> Installation | None:
+        return self.installs.get(app_name, account_id)
+
+    def installations(self, app_name: str | None = None) -> list[Installation]:
+        return self.installs.list(app_name)
+
+    def _installed(self, app_name: str, account_id: str) -> Installation:
+        found = self.installs.get(app_name, account_id)
+        if found is None:
+            raise InstallationNotFound(f"{app_name} is not installed in {account_id}")
+        return found
+
+    def _setup_event(self, app: App, installation: Installation, event: str
+                     ) -> tuple[SetupAnswer, InvocationResult | None]:
+        handler = app.handler_for(event)
+        if handler is None:
+            return SetupAnswer(True), None
+        payload = envelope(installation, event, {"app": app.name, "version": app.version})
+        result = self.dispatch(app, payload)
+        if not result.ok:
+            return SetupAnswer(False), result
+        return setup_answer(result.value), result
+
+    # -- server methods, external events, scheduled events ---------------------------------
+
+    def invoke_method(self, app: App, account_id: str, method: str,
+                      data: dict[str, Any]) -> InvocationResult:
+        """Call server method `method` (SMI) of an installation with `data` (at most 100 KB).
+        The result's `status` is 200 with the response in `value`, the status a handler's
+        MethodError carried, 404 for an unknown method, or the status of the failure."""
+        self._enter()
+        try:
+            start = time.monotonic()
+            return with_status(self._run(app, self._method_route(app, account_id, method,
+                                                                  data, start), start))
+        finally:
+            self._leave()
+
+    async def invoke_method_async(self, app: App, account_id: str, method: str,
+                                  data: dict[str, Any]) -> InvocationResult:
+        self._enter()
+        try:
+            start = time.monotonic()
+            return with_status(await self._run_async(
+                app, self._method_route(app, account_id, method, data, start), start))
+        finally:
+            self._leave()
+
+    def _method_route(self, app: App, account_id: str, method: str, data: Any,
+                      start: float) -> InvocationResult | Route:
+        handler = app.handler_for_method(method)
+        if handler is None:
+            offered = ", ".join(sorted(app.manifest.functions)) or "none"
+            return Ending(app, method, None, account_id, start).failed(
+                "not_subscribed", "NotSubscribed",
+                f"{app.name} has no server method {method} (it offers {offered})")
+        installation = self.installs.get(app.name, account_id)
+        if installation is None:
+            return Ending(app, method, handler, account_id, start).failed(
+                "invalid_payload", "NotInstalled", f"{app.name} is not installed in "
+                                                    f"{account_id}")
+        return self._route_to(app, handler, method, envelope(installation, method, data),
+                              start, MAX_METHOD_PAYLOAD)
+
+    def external_event(self, token: str, body: bytes,
+                       headers: dict[str, str] | None = None) -> InvocationResult | None:
+        """Run onExternalEvent for the installation a webhook token belongs to, with the
+        request's body (at most 100 KB; JSON is decoded, other text passed as a string) and
+        headers. None when the token is unknown or revoked."""
+        found = self._external_route(token, body, headers or {}, time.monotonic())
+        if found is None:
+            return None
+        app, routed, start = found
+        self._enter()
+        try:
+            return self._run(app, routed, start)
+        finally:
+            self._leave()
+
+    async def external_event_async(self, token: str, body: bytes,
+                                   headers: dict[str, str] | None = None
+                                   ) -> InvocationResult | None:
+        found = self._external_route(token, body, headers or {}, time.monotonic())
+        if found is None:
+            return None
+        app, routed, start = found
+        self._enter()
+        try:
+            return await self._run_async(app, routed, start)
+        finally:
+            self._leave()
+
+    def _external_route(self, token: str, body: bytes, headers: dict[str, str], start: float
+                        ) -> tuple[App, InvocationResult | Route, float] | None:
+        scope = self.webhooks.lookup(token)
+        if scope is None:
+            return None
+        app = self._apps.get(scope.app)
+        installation = self.installs.get(scope.app, scope.account_id)
+        if app is None or installation is None:
+            return None
+        handler = app.handler_for(EXTERNAL_EVENT)
+        if handler is None:
+            return app, Ending(app, EXTERNAL_EVENT, None, scope.account_id, start).failed(
+                "not_subscribed", "NotSubscribed",
+                f"{app.name} does not subscribe to {EXTERNAL_EVENT}"), start
+        if len(body) > MAX_EXTERNAL_BODY:
+            return app, Ending(app, EXTERNAL_EVENT, handler, scope.account_id, start).failed(
+                "invalid_payload", "PayloadError", f"the body is {len(body)} bytes, over the "
+                                                   f"limit of {MAX_EXTERNAL_BODY}"), start
+        data = {"body": _body_value(body),
+                "headers": {str(k).lower(): str(v) for k, v in headers.items()}}
+        return app, self._route_to(app, handler, EXTERNAL_EVENT,
+                                   envelope(installation, EXTERNAL_EVENT, data), start), start
+
+    def fire_schedule(self, app: App, account_id: str, name: str) -> InvocationResult:
+        """Run onScheduledEvent now with a stored schedule's data (the CLI's simulation);
+        the schedule itself is left as it is."""
+        stored = self._schedule_service.call(Scope(app.name, account_id), "fetch",
+                                             {"name": name}, time.monotonic() + 5)
+        occurrence = Occurrence(app.name, account_id, name, stored["data"], int(time.time()))
+        return self._scheduled(app, occurrence)
+
+    def _schedule_due(self, occurrence: Occurrence) -> None:
+        """The scheduler's hand-off: dispatch on a pool thread, never in its loop."""
+        app = self._apps.get(occurrence.app)
+        if app is None or self._closed:
+            return  # an app that is not loaded here: its occurrence is dropped, not retried
+        try:
+            self._fired.submit(self._report, app, occurrence)
+        except RuntimeError:  # shut down meanwhile
+            pass
+
+    def _report(self, app: App, occurrence: Occurrence) -> None:
+        try:
+            result = self._scheduled(app, occurrence)
+        except EngineClosed:
+            return
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def _scheduled(self, app: App, occurrence: Occurrence) -> InvocationResult:
+        installation = self._installed(app.name, occurrence.account_id)
+        payload = envelope(installation, SCHEDULED_EVENT, occurrence.data,
+                           timestamp=occurrence.due,
+                           schedule={"name": occurrence.name, "due": occurrence.due,
+                                     "idempotency_key": occurrence.key})
+        return self.dispatch(app, payload)
+
+    def _run(self, app: App, routed: InvocationResult | Route, start: float
+             ) -> InvocationResult:
         if isinstance(routed, InvocationResult):
             return routed
-        event, handler, request = routed
-        failure = "the workers died before they received the request"
-        for _ in range(_ATTEMPTS):
-            try:
-                lease: Lease = yield _Acquire(self._pool, app)
-            except Overloaded:
-                return self._overloaded(app, event, handler, start)
-            except WorkerError as exc:  # the zygote could not fork one: try again
-                failure = str(exc)
-                continue
-            worker = lease.worker
-            deadline = time.monotonic() + app.execution_timeout
-            try:
-                self._send(app, lease, request)
-                if lease.fresh:
-                    yield _Read(worker, deadline, ready=True)
-                body = yield _Read(worker, deadline, ready=False)
-                return self._finish(app, event, handler, worker, body, start)
-            except replies.NotStarted:
-                self._pool.release(worker, healthy=False)
-                continue
-            except protocol.DeadlineReached:
-                return self._timed_out(app, event, handler, worker, start)
-            except (protocol.ProtocolError, OSError) as exc:
-                worker.kill()
-                status = yield _ExitStatus(worker)
-                return self._lost(app, event, handler, worker, exc, start, status)
-            except GeneratorExit:  # the async caller was cancelled: nobody wants the reply
-                worker.kill()
-                self._pool.release(worker, healthy=False)
-                raise
-        return self._crashed_before_start(app, event, handler, start, failure)
+        return dispatch.drive(self._dispatcher.steps(app, routed, start))
 
-    # -- steps -----------------------------------------------------------------------------
+    async def _run_async(self, app: App, routed: InvocationResult | Route, start: float
+                         ) -> InvocationResult:
+        if isinstance(routed, InvocationResult):
+            return routed
+        return await dispatch.drive_async(self._dispatcher.steps(app, routed, start))
 
-    def _route(self, app: App, payload: Payload,
-               start: float) -> InvocationResult | tuple[str, str, bytes]:
+    def _route_to(self, app: App, handler: str, event: str, payload: dict[str, Any],
+                  start: float, max_bytes: int | None = None) -> InvocationResult | Route:
+        """A payload the engine built (set-up, SMI, external, scheduled) routed to `handler`."""
+        try:
+            checked = EventPayload.parse(payload)
+            encoded = checked.json_bytes()
+            if max_bytes is not None and len(encoded) - _envelope_bytes(checked) > max_bytes:
+                raise PayloadError(f"payload.data: is over the limit of {max_bytes} bytes")
+        except PayloadError as exc:
+            return Ending(app, event, handler, None, start).failed(
+                "invalid_payload", "PayloadError", str(exc))
+        return Route(event, handler, checked.account_id,
+                     app.invoke_prefixes[handler] + encoded + b"}")
+
+    def _route(self, app: App, payload: Payload, start: float) -> InvocationResult | Route:
         """Validate the payload and find its handler; a result when it cannot go further."""
         fast = payload_json_fast(payload)
         if fast is not None:
-            event, encoded = fast
+            event, account_id, encoded = fast
         else:
-            event = _event_name(payload)
             try:
                 checked = (EventPayload.parse_json(payload) if isinstance(
                     payload, (bytes, bytearray)) else EventPayload.parse(payload))
             except PayloadError as exc:
-                return self._result(app, event, None, "invalid_payload", start,
-                                    error=ErrorInfo(type="PayloadError", message=str(exc)))
-            event, encoded = checked.event, checked.json_bytes()
+                return Ending(app, _event_name(payload), None, None, start).failed(
+                    "invalid_payload", "PayloadError", str(exc))
+            event, account_id, encoded = checked.event, checked.account_id, checked.json_bytes()
         handler = app.handler_for(event)
         if handler is None:
             subscribed = ", ".join(sorted(app.manifest.events))
-            return self._result(app, event, None, "not_subscribed", start,
-                                error=ErrorInfo(type="NotSubscribed", message=(
-                                    f"{app.name} does not subscribe to {event} "
-                                    f"(it subscribes to {subscribed})")))
-        return event, handler, app.invoke_prefixes[event] + encoded + b"}"
+            return Ending(app, event, None, account_id, start).failed(
+                "not_subscribed", "NotSubscribed",
+                f"{app.name} does not subscribe to {event} (it subscribes to {subscribed})")
+        return Route(event, handler, account_id, app.invoke_prefixes[handler] + encoded + b"}")
 
-    def _send(self, app: App, lease: Lease, request: bytes) -> None:
-        worker = lease.worker
+
+def _event_name(payload: Any) -> str:
+    """The event a payload claims, for naming it in an invalid_payload result."""
+    if isinstance(payload, EventPayload):
+        return payload.event
+    if isinstance(payload, (bytes, bytearray)):
         try:
-            if lease.fresh:
-                worker.reader.max_bytes = self._max_reply
-                protocol.write_frame(worker.request_fd, app.bind_request(self._sandbox_limits))
-            protocol.write_frame(worker.request_fd, request)
-        except OSError as exc:  # EPIPE: the worker died before it got the request
-            raise replies.NotStarted() from exc
+            payload = json.loads(payload)  # lenient on purpose: only to name the event
+        except (ValueError, RecursionError):
+            return ""
+    event = payload.get("event", "") if isinstance(payload, dict) else ""
+    return event if isinstance(event, str) else ""
 
-    def _finish(self, app: App, event: str, handler: str, worker: WorkerProcess,
-                body: bytes, start: float) -> InvocationResult:
-        try:
-            reply = replies.check_result(protocol.decode(body), self.config.max_log_bytes)
-            if worker.reader.buffer:
-                raise protocol.ProtocolError("unexpected bytes after the reply")
-        except protocol.ProtocolError as exc:
-            worker.kill()
-            self._pool.release(worker, healthy=False)
-            return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
-                type="WorkerError", message=f"the worker broke the protocol: {exc}"))
-        status = reply["status"]
-        self._pool.release(worker, healthy=status == "ok" or status == "error",
-                           cpu_ms=reply["cpu_ms"], rss_kb=reply["max_rss_kb"])
-        common = {"logs": reply["logs"], "cpu_ms": reply["cpu_ms"],
-                  "max_rss_kb": reply["max_rss_kb"], "worker_pid": worker.pid}
-        if status == "ok":
-            return self._result(app, event, handler, "ok", start, value=reply["value"],
-                                **common)
-        if status == "memory_limit":
-            return self._result(app, event, handler, "memory_limit", start, error=ErrorInfo(
-                type="MemoryError", message=(f"the handler went over the memory limit of "
-                                             f"{self.config.memory_limit_mb} MiB")), **common)
-        return self._result(app, event, handler, "handler_error", start,
-                            error=ErrorInfo(**reply["error"]), **common)
 
-    def _timed_out(self, app: App, event: str, handler: str, worker: WorkerProcess,
-                   start: float) -> InvocationResult:
-        worker.kill()
-        self._pool.release(worker, healthy=False)
-        elapsed = time.monotonic() - start
-        return self._result(app, event, handler, "timeout", start, worker_pid=worker.pid,
-                            error=ErrorInfo(
-            type="Timeout", message=f"{TIMEOUT_MESSAGE} The handler ran past its limit of "
-                                    f"{app.execution_timeout:g} s (elapsed {elapsed:.3f} s)."))
+def _envelope_bytes(payload: EventPayload) -> int:
+    """The size of a payload without its data (SMI and external bodies are capped alone)."""
+    return len(payload.json_bytes()) - len(compact(payload.data))
 
-    def _lost(self, app: App, event: str, handler: str, worker: WorkerProcess,
-              exc: BaseException, start: float, status: int | None) -> InvocationResult:
-        self._pool.release(worker, healthy=False)
-        how = describe_status(status) if status is not None else "exit status unknown"
-        if self._stopped:
-            message = "the engine was closed without draining while the handler ran"
-        elif isinstance(exc, protocol.PeerClosed):
-            message = f"the worker died while running the handler: {how}"
-        else:
-            message = f"the worker broke the protocol ({exc}); it was killed"
-        return self._result(app, event, handler, "crashed", start, worker_pid=worker.pid,
-                            error=ErrorInfo(type="WorkerCrashed", message=message))
 
-    def _overloaded(self, app: App, event: str, handler: str, start: float
-                    ) -> InvocationResult:
-        if self._stopped:
-            return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
-                type="EngineClosed", message="the engine was closed without draining before "
-                                             "a worker took the dispatch"))
-        return self._result(app, event, handler, "overloaded", start, error=ErrorInfo(
-            type="Overloaded", message=f"no worker came free within {app.execution_timeout:g}"
-                                       " s, or the wait queue is full"))
+def _body_value(body: bytes) -> Any:
+    """A webhook body as the handler sees it: decoded JSON, else text."""
+    try:
+        return load_json(body, "body")
+    except ValueError:
+        return body.decode("utf-8", "replace")
 
-    def _crashed_before_start(self, app: App, event: str, handler: str, start: float,
-                              failure: str) -> InvocationResult:
-        return self._result(app, event, handler, "crashed", start, error=ErrorInfo(
-            type="WorkerCrashed", message=f"{_ATTEMPTS} attempts to start the handler failed:"
-                                          f" {failure}"))
 
-    def _result(self, app: App, event: str, handler: str | None, outcome: str, start: float,
-                **fields: Any) -> InvocationResult:
-        return InvocationResult.model_construct(
-            outcome=outcome, app=app.name, event=event, handler=handler,
-            value=fields.pop("value", None), error=fields.pop("error", None),
-            logs=fields.pop("logs", ""), duration_ms=(time.monotonic() - start) * 1000.0,
-            cpu_ms=fields.pop("cpu_ms", None), max_rss_kb=fields.pop("max_rss_kb", None),
-            timeout_s=app.execution_timeout, worker_pid=fields.pop("worker_pid", None))
+def _setup_failure(app: App, event: str, answer: SetupAnswer,
+                   result: InvocationResult | None) -> str:
+    if answer.malformed:
+        return f"{app.name}'s {event} gave a malformed answer: {answer.malformed}"
+    assert result is not None and result.error is not None
+    return (f"{app.name}'s {event} failed ({result.outcome}: {result.error.type}: "
+            f"{result.error.message[:200]}); the action was refused")
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

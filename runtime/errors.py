@@ -1,16 +1,35 @@
-"""The runtime's errors: app loading, payloads, configuration, the engine and its workers.
+"""The runtime's errors: app loading, payloads, configuration, the engine, its workers, and the
+internal faults of a dispatch. No untrusted input here.
 
-They extend the one tree rooted at sandbox.errors.HandlerboxError; each class keeps a stable
-``code`` (part of the public contract: the CLI prints it and maps it to an exit status).
+They extend the one tree rooted at handlerbox.sandbox.errors.HandlerboxError; each class
+keeps a stable ``code`` (part of the public contract: the CLI prints it and maps it to an
+exit status, the HTTP front door to a status).
 
     HandlerboxError
-    ├── AppLoadError                 app_load_error
+    ├── CompileError, HandlerNotFound, HandlerError > ResultError   (sandbox/errors.py)
+    ├── AppLoadError                 app_load_error      raised by load_app, validate
     │   └── ManifestError            manifest_error
-    ├── PayloadError                 invalid_payload
-    ├── ConfigError                  config_error
-    ├── EngineClosed                 engine_closed
-    ├── IsolationError               isolation_unavailable
-    └── WorkerError                  worker_error
+    ├── PayloadError                 invalid_payload     raised by EventPayload.parse
+    │   └── IparamsError             invalid_iparams     an installation's iparams are bad
+    ├── ConfigError                  config_error        raised by Engine(), EngineConfig
+    ├── InstallationError            installation_error  install, update, uninstall
+    │   ├── InstallationExists       installation_exists
+    │   ├── InstallationNotFound     installation_not_found
+    │   ├── SetupBlocked             setup_blocked       onAppInstall/onAppUninstall said no
+    │   └── SetupFailed              setup_failed        onAppInstall failed
+    ├── EngineClosed                 engine_closed       raised by dispatch after close()
+    ├── IsolationError               isolation_unavailable  raised by Engine() (require=)
+    ├── WorkerError                  worker_error        raised by Engine() (no zygote)
+    ├── ServiceError                 service_error       (services/base.py) a host call failed
+    └── DispatchFault                dispatch_fault      internal: never reaches a caller
+        ├── ProtocolError            a worker broke the framing or sent a bad message
+        │   └── PeerClosed           EOF on a worker's pipe
+        ├── DeadlineReached          no reply before the invocation's deadline
+        ├── NotStarted               the worker died before it took the request
+        └── Overloaded               no worker came free in time, or a queue was full
+
+Every DispatchFault is turned into an outcome in one place (runtime.outcomes.FAULT_OUTCOMES);
+a test checks that none goes unmapped.
 """
 
 from __future__ import annotations
@@ -50,11 +69,57 @@ class PayloadError(_Problems):
     code = "invalid_payload"
 
 
+class IparamsError(PayloadError):
+    """Raised when an installation's iparams are not valid for the app's declarations: one
+    problem per line, each naming the iparam (``iparams.api_key: is required``); the value of
+    a secure iparam is never quoted."""
+
+    code = "invalid_iparams"
+
+
 class ConfigError(HandlerboxError):
     """Raised when a setting is invalid: a request timeout outside 15, 20, 25 or 30 s, a
     non-positive timeout override, or an engine option out of range."""
 
     code = "config_error"
+
+
+class InstallationError(_Problems):
+    """Raised when an installation cannot be stored: a field is not valid (each problem names
+    it). `status` is the HTTP status the front door answers with."""
+
+    code = "installation_error"
+    status = 400
+
+
+class InstallationExists(InstallationError):
+    """Raised by `add` when the app is already installed in the account."""
+
+    code = "installation_exists"
+    status = 409
+
+
+class InstallationNotFound(InstallationError):
+    """Raised by `update` and `remove` when the app is not installed in the account."""
+
+    code = "installation_not_found"
+    status = 404
+
+
+class SetupBlocked(InstallationError):
+    """Raised when an app's set-up handler (onAppInstall, onAppUninstall) blocks the action;
+    the message is the app's own, at most 60 characters."""
+
+    code = "setup_blocked"
+    status = 409
+
+
+class SetupFailed(InstallationError):
+    """Raised when onAppInstall fails (handler error, timeout, crash, or an answer that is
+    neither allow nor block): the installation is refused; the message says why."""
+
+    code = "setup_failed"
+    status = 502
 
 
 class EngineClosed(HandlerboxError):
@@ -65,13 +130,45 @@ class EngineClosed(HandlerboxError):
 
 class IsolationError(HandlerboxError):
     """Raised when an isolation layer the operator required cannot be applied on this
-    machine, so workers refuse to start without it."""
+    machine (by Engine()), so workers refuse to start without it."""
 
     code = "isolation_unavailable"
 
 
 class WorkerError(HandlerboxError):
-    """Raised when a worker breaks the protocol: a malformed, oversized or unexpected
-    message, or a reply that does not match the request."""
+    """Raised when the zygote, the template process workers fork from, cannot be started
+    (by Engine()); inside a dispatch the same failure is retried, then ends as a `crashed`
+    result, never as this exception."""
 
     code = "worker_error"
+
+
+class DispatchFault(HandlerboxError):
+    """Raised when something goes wrong with a worker or the pool inside a dispatch; the
+    engine turns each into an outcome (runtime.outcomes) and never lets one reach the
+    caller."""
+
+    code = "dispatch_fault"
+
+
+class ProtocolError(DispatchFault):
+    """The peer broke the framing (a frame over the cap, bad JSON, EOF mid-frame) or sent a
+    message that is not what the protocol allows at that point."""
+
+
+class PeerClosed(ProtocolError):
+    """EOF: the peer's end of the pipe is closed (the process exited or was killed)."""
+
+
+class DeadlineReached(DispatchFault):
+    """No complete frame arrived before the invocation's deadline."""
+
+
+class NotStarted(DispatchFault):
+    """The worker was gone before it took the request: the handler never ran, so the
+    dispatch may go to another worker."""
+
+
+class Overloaded(DispatchFault):
+    """No worker came free within the wait, or a wait queue was full; the message says
+    which."""

@@ -1,7 +1,9 @@
-"""TEST ONLY: make a worker die, hang or break the protocol at a chosen stage.
+"""TEST ONLY: workers that die, hang or break the protocol at a chosen stage, or run probes.
 
-Armed only through `Engine(inject_fault=...)`, which tests use; the zygote hands the fault to
-the first `count` workers it forks. Stages, in a worker's life:
+Armed only through `Engine(inject_fault=...)` and `Engine(allow_probes=True)`, which tests
+use; the zygote hands the fault to the first `count` workers it forks. Kept out of the trust
+boundary's loop (runtime.worker): a production worker's hooks do nothing. Stages, in a
+worker's life:
 
     start    before it reads anything          wait     bound, before its first request
     read     request read, handler not started run      inside the invocation
@@ -14,6 +16,8 @@ import os
 import signal
 import struct
 from typing import Any
+
+from handlerbox.runtime.worker import Worker
 
 STAGES = ("start", "wait", "read", "run", "write", "between")
 ACTIONS = ("sigkill", "sigsegv", "exit", "hang", "flood", "malformed", "overcap", "garbage",
@@ -57,3 +61,40 @@ class Fault:
             os.write(self.reply_fd, struct.pack(">I", 100) + b"{" * 50)
             os._exit(0)
         return True
+
+
+class TestWorker(Worker):
+    """A worker with a fault armed, or probes allowed."""
+
+    def __init__(self, request_fd: int, reply_fd: int, isolation: dict[str, str],
+                 probes: bool, fault: dict[str, Any] | None) -> None:
+        super().__init__(request_fd, reply_fd, isolation)
+        self.probes = probes
+        self.fault = Fault(fault, reply_fd)
+
+    def at(self, stage: str) -> bool:
+        return self.fault(stage)
+
+    def other(self, request: dict[str, Any]) -> bool:
+        if request.get("op") != "probe" or not self.probes:
+            return False
+        self.reply({"op": "probe", "result": run_probe(request["source"])})
+        return True
+
+
+def run_probe(source: str) -> Any:
+    """Run unrestricted code in this worker (after its isolation layers) and return its
+    `result` variable. The request comes from the host; handlers cannot send requests."""
+    namespace: dict[str, Any] = {}
+    try:
+        exec(source, namespace)
+    except BaseException as exc:  # the probe reports what stopped it
+        return {"raised": type(exc).__name__, "message": str(exc)}
+    return namespace.get("result")
+
+
+def make_worker(request_fd: int, reply_fd: int, isolation: dict[str, str], probes: bool,
+                fault: dict[str, Any] | None) -> Worker:
+    if probes or fault:
+        return TestWorker(request_fd, reply_fd, isolation, probes, fault)
+    return Worker(request_fd, reply_fd, isolation)

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
-from handlerbox.runtime.errors import AppLoadError, PayloadError
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+
+from handlerbox.runtime.errors import AppLoadError, IparamsError
 from handlerbox.runtime.validation import (
     MAX_PROBLEMS,
     EdgeModel,
@@ -35,7 +37,6 @@ from handlerbox.runtime.validation import (
 )
 from handlerbox.runtime.validation import path as key_path
 from handlerbox.runtime.validation import problems as schema_problems
-from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
 IPARAMS_FILE = Path("config") / "iparams.json"
 MAX_SPEC_BYTES = 256 * 1024
@@ -70,12 +71,6 @@ _PHONE = re.compile(r"\+?[0-9][0-9 ().\-]{3,30}", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
-class IparamsError(PayloadError):
-    """Raised when an installation's iparams are not valid for the app's declarations: one
-    problem per line, each naming the iparam (``iparams.api_key: is required``); the value of
-    a secure iparam is never quoted. (To move to runtime.errors.)"""
-
-    code = "invalid_iparams"
 
 
 # -- the declarations ----------------------------------------------------------------------

@@ -7,19 +7,21 @@ into ManifestError, one problem per line, each naming its key path.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+
+from handlerbox.runtime.catalogue import unknown_event
 from handlerbox.runtime.deadline import execution_timeout
 from handlerbox.runtime.errors import ConfigError, ManifestError
 from handlerbox.runtime.validation import EdgeModel, load_json, problems, short
-from pydantic import AfterValidator, Field, ValidationError
 
-_EVENT_NAME = re.compile(r"on[A-Z]\w*", re.ASCII)
+_EVENT_NAME = re.compile(r"(on|after)[A-Z]\w*", re.ASCII)
 
 
 def _check_event_name(name: str) -> str:
     if not _EVENT_NAME.fullmatch(name):
-        raise ValueError("is not an event name: it must be 'on', a capital letter, then "
+        raise ValueError("is not an event name: it must be 'on' (or 'after'), a capital letter, then "
                          "letters, digits or '_' (like onCallCreate)")
     return name
 
@@ -39,19 +41,57 @@ def _check_request_timeout(value: int | None) -> int | None:
     return value
 
 
-class EventSpec(EdgeModel):
-    """One subscription in manifest.json: the handler that serves the event."""
+Handler = Annotated[str, AfterValidator(_check_handler_name)]
 
-    handler: Annotated[str, AfterValidator(_check_handler_name)]
+
+class EventSpec(EdgeModel):
+    """One subscription in manifest.json: the handler that serves the event; `custom` for
+    an event outside the catalogue (runtime.catalogue)."""
+
+    handler: Handler
+    custom: bool = False
+
+
+class FunctionSpec(EdgeModel):
+    """A server method the front end may invoke (SMI); its handler is the function of the
+    method's name unless `handler` names another."""
+
+    handler: Handler | None = None
+
+
+class RequestSpec(EdgeModel):
+    """A request template the app uses, defined in config/requests.json."""
 
 
 class Manifest(EdgeModel):
-    """manifest.json: `{"events": {"onCallCreate": {"handler": "onCallCreateHandler"}}}`,
-    plus an optional `request_timeout` (15, 20, 25 or 30 s) that sets the deadline."""
+    """manifest.json:
+
+        {"events": {"onCallCreate": {"handler": "onCallCreateHandler"}},
+         "functions": {"lookupCaller": {}},        server methods (optional)
+         "requests": {"postToChat": {}},            request templates used (optional)
+         "request_timeout": 20}                     15, 20, 25 or 30 s (optional)
+
+    Every event must be in the catalogue of known events or say `"custom": true`."""
 
     events: dict[Annotated[str, AfterValidator(_check_event_name)], EventSpec] = Field(
-        min_length=1)
+        default_factory=dict)
+    functions: dict[Handler, FunctionSpec] = Field(default_factory=dict)
+    requests: dict[str, RequestSpec] = Field(default_factory=dict, max_length=100)
     request_timeout: Annotated[int | None, AfterValidator(_check_request_timeout)] = None
+
+    @model_validator(mode="after")
+    def _known_events(self) -> Self:
+        if not self.events and not self.functions:
+            raise ValueError("an app must subscribe to at least one event or offer a function")
+        wrong = [f"events.{name}: {why}" for name, spec in self.events.items()
+                 if not spec.custom and (why := unknown_event(name))]
+        if wrong:
+            raise ValueError("; ".join(wrong))
+        return self
+
+    def function_handler(self, method: str) -> str | None:
+        spec = self.functions.get(method)
+        return None if spec is None else spec.handler or method
 
     @classmethod
     def parse(cls, obj: Any, filename: str = "manifest.json") -> Manifest:

@@ -17,6 +17,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from handlerbox.runtime.errors import Overloaded
 from handlerbox.runtime.spawner import Spawner, WorkerProcess
 
 
@@ -26,10 +27,6 @@ class Lease:
 
     worker: WorkerProcess
     fresh: bool
-
-
-class Overloaded(Exception):
-    """The wait queue is full, or no worker came free in time."""
 
 
 class _Waiter:
@@ -73,6 +70,7 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._waiting: Counter[str] = Counter()  # per app, for its own bound
         self._closed = False
+        self._retired: set[str] = set()  # key prefixes of apps replaced or unloaded
         self._keeper = threading.Thread(target=self._keep_spares, daemon=True,
                                          name="handlerbox-spares")
         self._keeper.start()
@@ -90,7 +88,7 @@ class Pool:
             assert waiter.event is not None
             if not waiter.event.wait(max(deadline - time.monotonic(), 0.0)):
                 self._give_up(waiter)
-                raise Overloaded()
+                raise Overloaded(_waited_too_long(wait_seconds))
 
     async def acquire_async(self, app_key: str, wait_seconds: float) -> Lease:
         loop = asyncio.get_running_loop()
@@ -109,7 +107,11 @@ class Pool:
                 await asyncio.wait_for(woken, max(deadline - loop.time(), 0.0))
             except TimeoutError:
                 self._give_up(waiter)
-                raise Overloaded() from None
+                raise Overloaded(_waited_too_long(wait_seconds)) from None
+            except asyncio.CancelledError:
+                # Leave the queue; a wake-up that already reached us goes to the next waiter.
+                self._give_up(waiter)
+                raise
 
     def release(self, worker: WorkerProcess, healthy: bool, cpu_ms: float = 0.0,
                 rss_kb: int = 0) -> None:
@@ -119,6 +121,7 @@ class Pool:
         worker.invocations += 1
         worker.cpu_ms += cpu_ms
         keep = (healthy and worker.invocations < self.recycle_after
+                and not any((worker.app_key or "").startswith(p) for p in self._retired)
                 and worker.cpu_ms < self.recycle_cpu_ms and rss_kb < self.recycle_rss_kb)
         with self._lock:
             self._busy.discard(worker)
@@ -130,6 +133,22 @@ class Pool:
             self._wake_one()
         if not keep or self._closed:
             worker.kill()
+
+    def retire(self, key_prefix: str) -> int:
+        """Kill the idle workers whose key starts with `key_prefix` (an app version that was
+        replaced or unloaded); busy ones finish their dispatch and are not kept."""
+        with self._lock:
+            self._retired.add(key_prefix)
+            gone = [w for w in self._lru if (w.app_key or "").startswith(key_prefix)]
+            for worker in gone:
+                del self._lru[worker]
+                self._idle[worker.app_key or ""].remove(worker)
+                self._bound -= 1
+            for _ in gone:
+                self._wake_one()
+        for worker in gone:
+            worker.kill()
+        return len(gone)
 
     def close(self) -> None:
         """Kill every worker; callers still waiting are told the pool is overloaded. Busy
@@ -154,6 +173,12 @@ class Pool:
             return {"bound": self._bound, "idle": len(self._lru), "busy": len(self._busy),
                     "spares": len(self._spares), "waiting": len(self._waiters)}
 
+    def states(self) -> list[tuple[WorkerProcess, str]]:
+        """Every worker with its state: "idle", "busy" or "spare"."""
+        with self._lock:
+            return ([(w, "idle") for w in self._lru] + [(w, "busy") for w in self._busy]
+                    + [(w, "spare") for w in self._spares])
+
     def workers(self) -> list[WorkerProcess]:
         with self._lock:
             return [*self._lru, *self._busy, *self._spares]
@@ -173,7 +198,7 @@ class Pool:
         victim = None
         with self._lock:
             if self._closed:
-                raise Overloaded()
+                raise Overloaded("the engine is closing")
             idle = self._idle.get(app_key)
             while idle:
                 worker = idle.pop()
@@ -186,9 +211,13 @@ class Pool:
                 return Lease(worker, fresh=False)
             if self._bound >= self.budget:
                 if not self._lru:
-                    if (len(self._waiters) >= self.max_queue
-                            or self._waiting[app_key] >= self.max_queue_per_app):
-                        raise Overloaded()
+                    if len(self._waiters) >= self.max_queue:
+                        raise Overloaded(f"the wait queue is full ({self.max_queue} dispatches "
+                                         "waiting for a worker; config.max_queue)")
+                    if self._waiting[app_key] >= self.max_queue_per_app:
+                        raise Overloaded(f"this installation's wait queue is full "
+                                         f"({self.max_queue_per_app} dispatches waiting; "
+                                         "config.max_queue_per_app)")
                     if waiter.callback is None:
                         waiter.event = threading.Event()
                     self._waiters.append(waiter)
@@ -259,6 +288,11 @@ class Pool:
                     spare.kill()
                     return
                 self._spares.append(spare)
+
+
+def _waited_too_long(seconds: float) -> str:
+    return (f"no worker came free within {seconds:g} s (a dispatch waits for a worker for at "
+            "most its execution timeout)")
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

@@ -1,8 +1,21 @@
-"""Framing on the worker pipes: a 4-byte big-endian length, then that many bytes of JSON.
+"""The wire protocol between host and worker, all of it: framing, and every message.
 
-Reads bytes a worker wrote, so everything here treats its input as hostile: the length is
-checked against a cap before anything is allocated, and bodies are only ever parsed as JSON
-into a dict (orjson: strict, depth-limited). The worker imports this too.
+Framing: a 4-byte big-endian length, then that many bytes of JSON. Reads bytes a worker
+wrote, so everything here treats its input as hostile: the length is checked against a cap
+before anything is allocated, bodies are only ever parsed as JSON into a dict (orjson:
+strict, depth-limited), and each message is checked field by field. The worker imports this
+too (stdlib and orjson only). The messages, one JSON object per frame:
+
+    host -> worker   {"op": "bind", "app", "installation", "filename", "source", "code": b64,
+                      "limits": {...}}                       once, on a fresh worker
+    worker -> host   {"op": "ready", "pid", "isolation"}     just before its first handler
+    host -> worker   {"op": "invoke", "handler", "payload"}
+    worker -> host   {"op": "call", "service", "operation", "args": {...}}   0..n per invoke
+    host -> worker   {"op": "answer", "value": ...} | {"op": "answer", "error": {"status",
+                      "message"}}                             one per call
+    worker -> host   {"op": "result", "status": "ok" | "error" | "memory_limit", "value",
+                      "error": {"type", "message", "traceback"}, "logs", "cpu_ms",
+                      "max_rss_kb"}                            ends the invocation
 """
 
 from __future__ import annotations
@@ -17,19 +30,13 @@ from typing import Any
 
 import orjson
 
+from handlerbox.runtime.errors import DeadlineReached, PeerClosed, ProtocolError
+
+__all__ = ["DeadlineReached", "PeerClosed", "ProtocolError"]
+
 HEADER = struct.Struct(">I")
 
 
-class ProtocolError(Exception):
-    """The peer broke the framing: a frame over the cap, bad JSON, or EOF mid-frame."""
-
-
-class PeerClosed(ProtocolError):
-    """EOF: the peer's end of the pipe is closed (the process exited or was killed)."""
-
-
-class DeadlineReached(Exception):
-    """No complete frame arrived before the deadline."""
 
 
 def frame(body: bytes) -> bytes:
@@ -137,3 +144,75 @@ def wait_readable(fd: int, reader: FrameReader, deadline: float | None) -> None:
             timeout_ms = int(remaining * 1000.0)
         if poller.poll(timeout_ms):
             return
+
+
+# -- messages: host -> worker --------------------------------------------------------------
+
+def bind_message(app: str, installation: str, filename: str, source: str, code_b64: str,
+                 limits: dict[str, int]) -> bytes:
+    return orjson.dumps({"op": "bind", "app": app, "installation": installation,
+                         "filename": filename, "source": source, "code": code_b64,
+                         "limits": limits})
+
+
+def invoke_prefix(handler: str) -> bytes:
+    """The start of an invoke request: the caller appends the payload's JSON and `}` (the
+    payload is already encoded, so it is spliced in rather than encoded again)."""
+    return b'{"op":"invoke","handler":' + orjson.dumps(handler) + b',"payload":'
+
+
+def answer_message(value: Any = None, status: int = 200, message: str = "") -> bytes:
+    """The host's answer to one call: its value, or an error with a status and message."""
+    if status != 200:
+        return orjson.dumps({"op": "answer", "error": {"status": status, "message": message}})
+    return orjson.dumps({"op": "answer", "value": value})
+
+
+# -- messages: worker -> host (untrusted: checked field by field) --------------------------
+
+RESULT_STATUSES = ("ok", "error", "memory_limit")
+MAX_ERROR_FIELD = 65536
+MAX_CALL_BYTES = 512 << 10
+"""A call frame carries at most a 100 KB request body or a 40 KB stored value and names."""
+MAX_NAME = 64
+
+
+def check_ready(message: dict[str, Any]) -> None:
+    if message.get("op") != "ready":
+        raise ProtocolError("expected the worker's ready reply")
+
+
+def check_result(message: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:
+    """A worker's result message, checked field by field."""
+    if message.get("op") != "result" or message.get("status") not in RESULT_STATUSES:
+        raise ProtocolError("not a result reply")
+    logs = message.get("logs", "")
+    if not isinstance(logs, str) or len(logs) > max_log_bytes + 200:
+        raise ProtocolError("logs missing or over the cap")
+    for name in ("cpu_ms", "max_rss_kb"):
+        value = message.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ProtocolError(f"{name} is not a non-negative number")
+    message["max_rss_kb"] = int(message["max_rss_kb"])
+    if message["status"] == "error":
+        error = message.get("error")
+        if not (isinstance(error, dict) and set(error) == {"type", "message", "traceback"}
+                and all(isinstance(v, str) and len(v) <= MAX_ERROR_FIELD
+                        for v in error.values())):
+            raise ProtocolError("malformed error")
+    return message
+
+
+def check_call(message: dict[str, Any], size: int) -> tuple[str, str, dict[str, Any]]:
+    """A call frame's (service, operation, args), exact types and sizes; the engine checks
+    that the service and operation exist, the service checks the arguments' values."""
+    if size > MAX_CALL_BYTES:
+        raise ProtocolError(f"call frame of {size} bytes is over the cap of {MAX_CALL_BYTES}")
+    service, operation, args = (message.get("service"), message.get("operation"),
+                                message.get("args"))
+    if set(message) != {"op", "service", "operation", "args"}:
+        raise ProtocolError("call frame has missing or unknown fields")
+    if (type(service) is not str or type(operation) is not str or type(args) is not dict
+            or len(service) > MAX_NAME or len(operation) > MAX_NAME):
+        raise ProtocolError("call frame fields have the wrong types")
+    return service, operation, args

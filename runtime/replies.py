@@ -1,6 +1,6 @@
-"""Reading a worker's replies, sync or in the event loop, and checking them: untrusted input.
+"""Reading a worker's frames, sync or in the event loop: untrusted input.
 
-Every reply is one capped frame (runtime.protocol), parsed as JSON and checked field by field
+Every frame is capped (runtime.protocol), then parsed and checked there field by field
 before the engine uses any of it. EOF is classified here too: a fresh worker that dies before
 its ready reply, or any worker that dies with our request still unread in its pipe, never
 started the handler (NotStarted), so the engine may hand the dispatch to another worker.
@@ -11,36 +11,33 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
 
 from handlerbox.runtime import protocol
+from handlerbox.runtime.errors import NotStarted
 from handlerbox.runtime.spawner import WorkerProcess
 
 EXIT_STATUS_WAIT = 1.0
 """How long to wait for the zygote's report of a dead worker's exit status."""
-
-MAX_ERROR_FIELD = 65536
-
-
-class NotStarted(Exception):
-    """The worker was gone before it took the request: the handler never ran."""
-
 
 # -- sync ----------------------------------------------------------------------------------
 
 def read_ready(worker: WorkerProcess, deadline: float) -> None:
     """A fresh worker's ready reply (sent just before its first handler starts)."""
     try:
-        check_ready(protocol.read_frame(worker.reply_fd, worker.reader, deadline))
+        protocol.check_ready(protocol.decode(
+            protocol.read_frame(worker.reply_fd, worker.reader, deadline)))
     except protocol.PeerClosed:
         raise NotStarted() from None
 
 
-def read_result(worker: WorkerProcess, deadline: float) -> bytes:
+def read_reply(worker: WorkerProcess, deadline: float, started: bool) -> bytes:
+    """The next frame of an invocation (a call or the result). `started`: the handler has
+    made a host call, so EOF can no longer mean it never ran."""
     try:
         return protocol.read_frame(worker.reply_fd, worker.reader, deadline)
     except protocol.PeerClosed:
-        raise_if_never_taken(worker)
+        if not started:
+            raise_if_never_taken(worker)
         raise
 
 
@@ -56,16 +53,17 @@ def exit_status(worker: WorkerProcess) -> int | None:
 
 async def read_ready_async(worker: WorkerProcess, deadline: float) -> None:
     try:
-        check_ready(await read_frame_async(worker, deadline))
+        protocol.check_ready(protocol.decode(await read_frame_async(worker, deadline)))
     except protocol.PeerClosed:
         raise NotStarted() from None
 
 
-async def read_result_async(worker: WorkerProcess, deadline: float) -> bytes:
+async def read_reply_async(worker: WorkerProcess, deadline: float, started: bool) -> bytes:
     try:
         return await read_frame_async(worker, deadline)
     except protocol.PeerClosed:
-        raise_if_never_taken(worker)
+        if not started:
+            raise_if_never_taken(worker)
         raise
 
 
@@ -130,30 +128,3 @@ def raise_if_never_taken(worker: WorkerProcess) -> None:
     the worker never saw it."""
     if not worker.reader.buffer and protocol.unread_bytes(worker.request_fd) > 0:
         raise NotStarted()
-
-
-def check_ready(body: bytes) -> None:
-    if protocol.decode(body).get("op") != "ready":
-        raise protocol.ProtocolError("expected the worker's ready reply")
-
-
-def check_result(reply: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:
-    """A worker's result reply, checked field by field."""
-    if reply.get("op") != "result" or reply.get("status") not in ("ok", "error",
-                                                                  "memory_limit"):
-        raise protocol.ProtocolError("not a result reply")
-    logs = reply.get("logs", "")
-    if not isinstance(logs, str) or len(logs) > max_log_bytes + 200:
-        raise protocol.ProtocolError("logs missing or over the cap")
-    for name in ("cpu_ms", "max_rss_kb"):
-        value = reply.get(name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise protocol.ProtocolError(f"{name} is not a non-negative number")
-    reply["max_rss_kb"] = int(reply["max_rss_kb"])
-    if reply["status"] == "error":
-        error = reply.get("error")
-        if not (isinstance(error, dict) and set(error) == {"type", "message", "traceback"}
-                and all(isinstance(v, str) and len(v) <= MAX_ERROR_FIELD
-                        for v in error.values())):
-            raise protocol.ProtocolError("malformed error")
-    return reply

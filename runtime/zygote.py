@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from handlerbox.runtime import isolation, worker
+from handlerbox.runtime import faults, isolation, worker
 from handlerbox.sandbox import modules
 from handlerbox.sandbox.runner import run_source
 
@@ -140,7 +140,8 @@ class Zygote:
                 os._exit(3)  # the host checked these at start; refuse rather than run bare
         except BaseException:  # a child must never return into the zygote's loop
             os._exit(1)
-        worker.main(request_fd, reply_fd, report, self.settings["probes"], fault)
+        worker.main(faults.make_worker(request_fd, reply_fd, report, self.settings["probes"],
+                                       fault))
 
     def reap(self) -> None:
         while self.children:

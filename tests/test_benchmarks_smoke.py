@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from handlerbox.benchmarks import __main__ as cli
 from handlerbox.benchmarks import placement, suite
 from handlerbox.benchmarks.payloads import SIZES, payload, payload_bytes

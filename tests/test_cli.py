@@ -72,7 +72,7 @@ def test_run_on_a_handler_error_exits_1_with_the_handler_traceback(tmp_path: Pat
     done = handlerbox("run", app, "--event", "onCallUpdate")
     assert done.returncode == 1
     assert "ValueError: bad call 5" in done.stderr
-    assert 'File "server.py", line 10, in fail' in done.stderr
+    assert 'File "server/server.py", line 10, in fail' in done.stderr
 
 
 def test_validate_lists_every_problem_at_once(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handlerbox.runtime.errors import AppLoadError, ConfigError, ManifestError
-from handlerbox.sandbox import CompileError
 
 from handlerbox import Engine
+from handlerbox.runtime.errors import AppLoadError, ConfigError, ManifestError
+from handlerbox.sandbox import CompileError
 from tests.conftest import APPS, EXAMPLES, make_payload
 
 
@@ -34,7 +34,7 @@ def test_handler_error_carries_type_message_and_handler_frames(engine: Engine) -
     result = engine.dispatch(app, make_payload("onCallUpdate", id=3))
     assert result.outcome == "handler_error" and result.value is None
     assert (result.error.type, result.error.message) == ("ValueError", "bad call 3")
-    assert 'File "server.py", line 10, in fail' in result.error.traceback
+    assert 'File "server/server.py", line 10, in fail' in result.error.traceback
     assert "runtime" not in result.error.traceback and "sandbox" not in result.error.traceback
 
 
@@ -114,7 +114,7 @@ def test_idle_apps_give_their_workers_back_under_a_budget_of_one() -> None:
         apps = [engine.load_app(APPS / "echo"), engine.load_app(APPS / "state_leak")]
         outcomes = [engine.dispatch(app, make_payload()).outcome for app in apps * 3]
         assert outcomes == ["ok"] * 6
-        assert engine._pool.stats()["bound"] <= 1
+        assert engine.stats()["bound"] <= 1
 
 
 def test_full_queue_answers_overloaded_at_once() -> None:
@@ -227,10 +227,11 @@ def _dead(pid: int | None) -> bool:
 def _wait_for_busy_worker(engine: Engine, app_key: str) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        busy = [w for w in engine._pool._busy if w.app_key == app_key]
+        busy = [w["pid"] for w in engine.worker_states()
+                if w["state"] == "busy" and w["installation"].startswith(app_key + "/")]
         if busy:
             time.sleep(0.2)  # let it receive the request and start the handler
-            return busy[0].pid
+            return int(busy[0])
         time.sleep(0.01)
     raise AssertionError("no worker became busy")
 
@@ -241,7 +242,7 @@ def test_close_leaves_no_process_behind() -> None:
     engine = Engine(workers=2)
     app = engine.load_app(APPS / "echo")
     pids = {engine.dispatch(app, make_payload()).worker_pid for _ in range(3)}
-    zygote = engine._spawner.zygote_pid
+    zygote = engine.zygote_pid
     assert zygote is not None
     tree = {zygote, *pids, *(c.pid for c in psutil.Process(zygote).children(recursive=True))}
     engine.close()
@@ -296,14 +297,18 @@ def test_a_cancelled_async_dispatch_gives_its_worker_back(engine: Engine) -> Non
 
     async def cancel_midway() -> None:
         call = asyncio.ensure_future(engine.dispatch_async(app, make_payload()))
-        while not any(w.app_key == app.key for w in engine._pool._busy):
+        while not busy():
             await asyncio.sleep(0.01)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
 
+    def busy() -> bool:
+        return any(w["state"] == "busy" and w["installation"].startswith(app.key + "/")
+                   for w in engine.worker_states())
+
     asyncio.run(cancel_midway())
-    assert not any(w.app_key == app.key for w in engine._pool._busy)
+    assert not busy()
     assert engine.dispatch(app, make_payload("onCallUpdate")).outcome == "ok"
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from handlerbox.runtime.manifest import Manifest
-from handlerbox.runtime.payloads import EventPayload
 
 from handlerbox import sandbox
+from handlerbox.runtime.manifest import Manifest
+from handlerbox.runtime.payloads import EventPayload
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

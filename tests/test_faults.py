@@ -64,13 +64,13 @@ def test_killing_the_zygote_does_not_lose_dispatches() -> None:
     with Engine(workers=2) as engine:
         app = engine.load_app(APPS / "echo")
         assert engine.dispatch(app, make_payload()).outcome == "ok"
-        zygote = engine._spawner.zygote_pid
+        zygote = engine.zygote_pid
         assert zygote is not None
         os.kill(zygote, signal.SIGKILL)
         time.sleep(0.1)  # its workers die with it (PR_SET_PDEATHSIG)
         outcomes = [engine.dispatch(app, make_payload()).outcome for _ in range(4)]
         assert outcomes == ["ok"] * 4
-        assert engine._spawner.zygote_pid != zygote
+        assert engine.zygote_pid != zygote
 
 
 def test_workers_killed_from_outside_under_load_still_give_one_result_each() -> None:

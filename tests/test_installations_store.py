@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from handlerbox.runtime.iparams import REDACTED, IparamsSpec
 from handlerbox.runtime.services.base import Scope
 from handlerbox.runtime.services.installations import (

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from handlerbox.runtime.errors import AppLoadError, PayloadError
 from handlerbox.runtime.iparams import (
     REDACTED,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from handlerbox.runtime.services.base import Scope, ServiceError
 from handlerbox.runtime.services.kv import (
     MAX_ENTRY_BYTES,

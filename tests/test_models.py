@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from handlerbox.runtime.config import EngineConfig
 from handlerbox.runtime.deadline import execution_timeout
 from handlerbox.runtime.errors import (
@@ -23,7 +25,6 @@ from handlerbox.runtime.manifest import Manifest
 from handlerbox.runtime.payloads import MAX_PAYLOAD_BYTES, EventPayload
 from handlerbox.runtime.results import ErrorInfo, InvocationResult
 from handlerbox.sandbox.errors import HandlerboxError
-from pydantic import ValidationError
 
 VALID_VALUES = "request timeout must be 15 (default), 20, 25 or 30 seconds"
 
@@ -43,6 +44,28 @@ def test_runtime_errors_join_the_one_tree_with_stable_codes(cls: type, code: str
     assert issubclass(cls, HandlerboxError)
     assert cls.code == code
     assert cls.__doc__ and "Raised when" in cls.__doc__
+
+
+def test_every_internal_fault_joins_the_tree_and_maps_to_an_outcome() -> None:
+    """Faults inside a dispatch never reach a caller: each one has an outcome in the one
+    table, including any subclass added later."""
+    from handlerbox.runtime import errors, protocol
+    from handlerbox.runtime.outcomes import FAULT_OUTCOMES
+    from handlerbox.runtime.results import OUTCOMES
+
+    def subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        return found.union(*(subclasses(c) for c in found)) if found else found
+
+    faults = subclasses(errors.DispatchFault)
+    assert {errors.ProtocolError, errors.PeerClosed, errors.DeadlineReached,
+            errors.NotStarted, errors.Overloaded} <= faults
+    assert faults <= set(FAULT_OUTCOMES) and set(FAULT_OUTCOMES.values()) <= set(OUTCOMES)
+    assert protocol.ProtocolError is errors.ProtocolError
+    for name in dir(errors):
+        value = getattr(errors, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, HandlerboxError), name
 
 
 def test_manifest_error_is_a_load_error() -> None:
@@ -113,14 +136,14 @@ def test_manifest_parses() -> None:
     assert manifest.events["onCallCreate"].handler == "onCallCreateHandler"
     assert manifest.events["onCallUpdate"].handler == "onCallCreateHandler"
     assert manifest.request_timeout == 25
-    assert Manifest.parse({"events": {"onX": {"handler": "x"}}}).request_timeout is None
+    assert Manifest.parse({"events": {"onCallCreate": {"handler": "x"}}}).request_timeout is None
 
 
 def test_manifest_unknown_keys_are_named() -> None:
     assert manifest_problems({"events": {"onCallCreate": {"handler": "h", "hanlder": "h"}},
                               "timeout": 20}) == [
-        "manifest.json: events.onCallCreate: unknown key 'hanlder' (allowed: handler)",
-        "manifest.json: unknown key 'timeout' (allowed: events, request_timeout)",
+        "manifest.json: events.onCallCreate: unknown key 'hanlder' (allowed: handler, custom)",
+        "manifest.json: unknown key 'timeout' (allowed: events, functions, requests, request_timeout)",
     ]
 
 
@@ -133,28 +156,30 @@ def test_manifest_handler_names_must_be_public_identifiers(name: str) -> None:
 
 
 def test_manifest_handler_must_be_a_string_and_present() -> None:
-    assert manifest_problems({"events": {"onA": {"handler": 3}, "onB": {}}}) == [
-        "manifest.json: events.onA.handler: must be a string (got integer)",
-        "manifest.json: events.onB.handler: is required",
+    events = {"onTicketCreate": {"handler": 3}, "onTicketUpdate": {}}
+    assert manifest_problems({"events": events}) == [
+        "manifest.json: events.onTicketCreate.handler: must be a string (got integer)",
+        "manifest.json: events.onTicketUpdate.handler: is required",
     ]
 
 
-def test_manifest_events_must_not_be_empty() -> None:
-    assert manifest_problems({"events": {}}) == ["manifest.json: events: must not be empty"]
-    assert manifest_problems({}) == ["manifest.json: events: is required"]
+def test_manifest_needs_an_event_or_a_function() -> None:
+    expected = ["manifest.json: an app must subscribe to at least one event or offer a function"]
+    assert manifest_problems({"events": {}}) == expected
+    assert manifest_problems({}) == expected
 
 
 @pytest.mark.parametrize("event", ["callCreate", "on", "oncallCreate", "onCall-Create",
                                    "OnCallCreate", "on_call"])
 def test_manifest_event_names_must_look_like_events(event: str) -> None:
     assert manifest_problems({"events": {event: {"handler": "h"}}}) == [
-        f"manifest.json: events: key {event!r} is not an event name: it must be 'on', a "
-        "capital letter, then letters, digits or '_' (like onCallCreate)",
+        f"manifest.json: events: key {event!r} is not an event name: it must be 'on' (or "
+        "'after'), a capital letter, then letters, digits or '_' (like onCallCreate)",
     ]
 
 
 def test_manifest_request_timeout_follows_the_rule() -> None:
-    events = {"onA": {"handler": "h"}}
+    events = {"onTicketCreate": {"handler": "h"}}
     assert manifest_problems({"events": events, "request_timeout": 17}) == [
         f"manifest.json: request_timeout: {VALID_VALUES}; got 17"]
     assert manifest_problems({"events": events, "request_timeout": "20"}) == [
@@ -171,21 +196,22 @@ def test_manifest_must_be_an_object() -> None:
 
 def test_manifest_json_errors_name_the_file_and_position() -> None:
     with pytest.raises(ManifestError) as caught:
-        Manifest.parse_json('{"events": {"onA": {"handler": "a"},}}', "apps/x/manifest.json")
-    assert str(caught.value) == ("apps/x/manifest.json:1:37: not valid JSON: Expecting "
+        Manifest.parse_json('{"events": {"onTicketCreate": {"handler": "a"},}}',
+                            "apps/x/manifest.json")
+    assert str(caught.value) == ("apps/x/manifest.json:1:48: not valid JSON: Expecting "
                                  "property name enclosed in double quotes")
     with pytest.raises(ManifestError) as caught:
-        Manifest.parse_json('{"events": {"onA": {"handler": "a"}, "onA": {"handler": "b"}}}')
-    assert str(caught.value) == "manifest.json: duplicate key 'onA'"
+        Manifest.parse_json('{"events": {"onTicketCreate": {"handler": "a"}, "onTicketCreate": {"handler": "b"}}}')
+    assert str(caught.value) == "manifest.json: duplicate key 'onTicketCreate'"
     with pytest.raises(ManifestError) as caught:
-        Manifest.parse_json('{"events": {"onA": {"handler": "a"}}, "request_timeout": NaN}')
+        Manifest.parse_json('{"events": {"onTicketCreate": {"handler": "a"}}, "request_timeout": NaN}')
     assert str(caught.value) == "manifest.json: NaN is not valid JSON"
-    manifest = Manifest.parse_json(b'{"events": {"onA": {"handler": "a"}}}')
-    assert manifest.events["onA"].handler == "a"
+    manifest = Manifest.parse_json(b'{"events": {"onTicketCreate": {"handler": "a"}}}')
+    assert manifest.events["onTicketCreate"].handler == "a"
 
 
 def test_manifest_is_immutable() -> None:
-    manifest = Manifest.parse({"events": {"onA": {"handler": "a"}}})
+    manifest = Manifest.parse({"events": {"onTicketCreate": {"handler": "a"}}})
     with pytest.raises(ValidationError):
         manifest.request_timeout = 20
 
@@ -265,7 +291,7 @@ def test_unknown_top_level_keys_pass_through_to_the_handler() -> None:
     raw = good_payload(added_later={"version": 2})
     assert json.loads(EventPayload.parse(raw).json_bytes())["added_later"] == {"version": 2}
     fast = payload_json_fast(raw)
-    assert fast is not None and json.loads(fast[1])["added_later"] == {"version": 2}
+    assert fast is not None and json.loads(fast[2])["added_later"] == {"version": 2}
 
 
 def test_unknown_top_level_keys_must_still_be_plain_json() -> None:
@@ -355,8 +381,9 @@ def test_engine_config_is_frozen_and_strict() -> None:
         "config.memory_limit_mb: must be an integer (got string)",
         "config: unknown key 'worker' (allowed: workers, memory_limit_mb, max_log_bytes, "
         "max_result_bytes, recycle_after, max_queue, max_queue_per_app, require, isolation, "
-        "worker_cpu_seconds, "
-        "recycle_rss_mb)",
+        "worker_cpu_seconds, recycle_rss_mb, database, max_host_calls, scheduler, "
+        "schedule_min_lead_seconds, schedule_min_period_seconds, webhook_base_url, "
+        "allow_networks, allow_http_hosts)",
     ]
 
 
@@ -400,3 +427,27 @@ def test_result_outcome_and_value_are_checked() -> None:
     with pytest.raises(ValidationError, match="an ok result carries no error"):
         InvocationResult(outcome="ok", app="a", event="e",
                          error=ErrorInfo(type="X", message="y"))
+
+
+# -- the event catalogue -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("event", "expected"), [
+    ("onTicketCreat", "did you mean onTicketCreate?"),
+    ("onCallCreated", "did you mean onCallCreate?"),
+    ("onSomethingElse", 'Declare an event of your own with "custom": true'),
+])
+def test_unknown_events_are_refused_with_the_nearest_known_one(event: str,
+                                                               expected: str) -> None:
+    (problem,) = manifest_problems({"events": {event: {"handler": "h"}}})
+    assert f"events.{event}: is not a known event" in problem and expected in problem
+
+
+def test_custom_events_and_every_platform_event_kind_are_accepted() -> None:
+    events = {name: {"handler": "h"} for name in (
+        "onCallCreate", "onTicketDelete", "onAppInstall", "afterAppUpdate", "onAppUninstall",
+        "onScheduledEvent", "onExternalEvent")}
+    events["onMyOwnThing"] = {"handler": "h", "custom": True}
+    manifest = Manifest.parse({"events": events, "functions": {"lookup": {}},
+                               "requests": {"postToChat": {}}})
+    assert manifest.function_handler("lookup") == "lookup"
+    assert manifest.function_handler("missing") is None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handlerbox.runtime.errors import PayloadError
-from handlerbox.runtime.payloads import EventPayload, payload_json_fast
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from handlerbox.runtime.errors import PayloadError
+from handlerbox.runtime.payloads import EventPayload, payload_json_fast
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
@@ -53,7 +54,7 @@ def test_fast_path_never_accepts_what_the_model_refuses(payload: dict[str, Any])
         model = EventPayload.parse(payload)
     except PayloadError as exc:
         raise AssertionError(f"fast path accepted an invalid payload: {exc}") from exc
-    event, encoded = fast
+    event, _, encoded = fast
     assert event == model.event
     assert json.loads(encoded) == json.loads(model.json_bytes())
 
@@ -62,7 +63,7 @@ def test_fast_path_takes_a_typical_payload() -> None:
     payload = {"account_id": "1", "domain": "d.example.com", "event": "onCallCreate",
                "region": "US", "timestamp": 1, "data": {"call": {"id": 1}}}
     fast = payload_json_fast(payload)
-    assert fast is not None and json.loads(fast[1])["iparams"] == {}
+    assert fast is not None and json.loads(fast[2])["iparams"] == {}
 
 
 @settings(max_examples=300, deadline=None)
@@ -78,7 +79,7 @@ def test_fast_path_on_json_bytes_never_accepts_what_the_model_refuses(
         return
     model = EventPayload.parse_json(raw)
     assert fast[0] == model.event
-    assert json.loads(fast[1]) == json.loads(model.json_bytes())
+    assert json.loads(fast[2]) == json.loads(model.json_bytes())
 
 
 def test_fast_path_refuses_nan_in_json_bytes() -> None:

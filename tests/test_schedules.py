@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from handlerbox.runtime.scheduler import Scheduler
 from handlerbox.runtime.services.base import Scope, ServiceError
 from handlerbox.runtime.services.schedules import (
@@ -33,7 +35,6 @@ from handlerbox.runtime.services.schedules import (
     SQLiteSchedules,
 )
 from handlerbox.runtime.services.sqlite import Database
-from pydantic import ValidationError
 
 NOW = 1_900_000_000  # 2030-03-17T17:46:40Z, whole seconds
 MIN = 60

@@ -15,9 +15,9 @@ from typing import Any
 
 import psutil
 import pytest
-from handlerbox.runtime.errors import EngineClosed
 
 from handlerbox import Engine
+from handlerbox.runtime.errors import EngineClosed
 from tests.conftest import APPS, make_payload
 
 
@@ -40,9 +40,9 @@ def test_per_app_queue_bound_answers_overloaded_while_other_apps_still_queue() -
         app = engine.load_app(APPS / "echo", timeout=5)
         results: list[Any] = []
         first = _busy(engine, app, results, {"loops": 3 * 10**7})
-        _wait_until(lambda: engine._pool.stats()["busy"] == 1)
+        _wait_until(lambda: engine.stats()["busy"] == 1)
         second = _busy(engine, app, results, {"loops": 10})
-        _wait_until(lambda: engine._pool.stats()["waiting"] == 1)
+        _wait_until(lambda: engine.stats()["waiting"] == 1)
         third = engine.dispatch(app, make_payload("onAgentUpdate", loops=10))
         assert third.outcome == "overloaded"
         first.join(30)
@@ -55,10 +55,10 @@ def test_close_with_drain_lets_in_flight_dispatches_finish_and_refuses_new_ones(
     app = engine.load_app(APPS / "echo", timeout=10)
     results: list[Any] = []
     busy = _busy(engine, app, results, {"loops": 3 * 10**7})
-    _wait_until(lambda: engine._pool.stats()["busy"] == 1)
+    _wait_until(lambda: engine.stats()["busy"] == 1)
     closer = threading.Thread(target=engine.close, kwargs={"drain": True})
     closer.start()
-    _wait_until(lambda: engine._closed)
+    _wait_until(lambda: engine.closed)
     with pytest.raises(EngineClosed, match="closed"):
         engine.dispatch(app, make_payload())
     busy.join(30)
@@ -74,7 +74,7 @@ def test_close_without_drain_kills_in_flight_work_which_still_gets_a_result() ->
     thread = threading.Thread(target=lambda: results.append(
         engine.dispatch(app, make_payload())))
     thread.start()
-    _wait_until(lambda: engine._pool.stats()["busy"] == 1)
+    _wait_until(lambda: engine.stats()["busy"] == 1)
     engine.close(drain=False)
     thread.join(10)
     assert [r.outcome for r in results] == ["crashed"]
@@ -107,7 +107,7 @@ def test_no_process_outlives_a_host_that_is_terminated(tmp_path: Path, how: int)
         engine = Engine(workers=2)
         for name in ("echo", "state_leak"):
             engine.dispatch(engine.load_app(APPS / name), make_payload())
-        print(engine._spawner.zygote_pid, flush=True)
+        print(engine.zygote_pid, flush=True)
         sys.stdin.read()
     """))
     host = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from handlerbox.benchmarks import soak
 
 REQUESTS = 300  # three blocks of 100: the mix exactly

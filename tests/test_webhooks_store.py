@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from handlerbox.runtime.errors import ConfigError
 from handlerbox.runtime.services.base import Scope, ServiceError
 from handlerbox.runtime.services.sqlite import Database

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
-    from handlerbox.runtime.spawner import WorkerProcess
-
     from handlerbox import App, Engine
+    from handlerbox.runtime.spawner import WorkerProcess
 
 
 @dataclass(eq=False)

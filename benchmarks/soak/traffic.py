@@ -30,11 +30,10 @@ from handlerbox.benchmarks.soak.classes import CLASSES, Schedule, make_payload
 from handlerbox.benchmarks.soak.tally import CallerStats, record
 
 if TYPE_CHECKING:
+    from handlerbox import App, Engine, InvocationResult
     from handlerbox.benchmarks.soak.apps import Member
     from handlerbox.benchmarks.soak.injector import Injector, Ticket
     from handlerbox.benchmarks.soak.processes import Watcher
-
-    from handlerbox import App, Engine, InvocationResult
 
 POLL_SECONDS = 0.002
 """How often a caller retries a slow slot or a victim app that is taken."""

@@ -30,38 +30,23 @@ import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
-from handlerbox.runtime.errors import _Problems
+from pydantic import AfterValidator, Field, ValidationError
+
+from handlerbox.runtime.errors import (
+    InstallationError,
+    InstallationExists,
+    InstallationNotFound,
+)
 from handlerbox.runtime.iparams import IparamsSpec
 from handlerbox.runtime.payloads import Region
 from handlerbox.runtime.services.base import Clock, Scope
 from handlerbox.runtime.services.sqlite import Database
 from handlerbox.runtime.validation import EdgeModel, short
 from handlerbox.runtime.validation import problems as schema_problems
-from pydantic import AfterValidator, Field, ValidationError
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", re.ASCII)
 
 
-class InstallationError(_Problems):
-    """Raised when an installation cannot be stored: a field is not valid (each problem names
-    it). `status` is the HTTP status the front door answers with. (To move to runtime.errors.)"""
-
-    code = "installation_error"
-    status = 400
-
-
-class InstallationExists(InstallationError):
-    """Raised by `add` when the app is already installed in the account."""
-
-    code = "installation_exists"
-    status = 409
-
-
-class InstallationNotFound(InstallationError):
-    """Raised by `update` and `remove` when the app is not installed in the account."""
-
-    code = "installation_not_found"
-    status = 404
 
 
 def _check_id(value: str) -> str:

@@ -26,12 +26,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import Field
+
 from handlerbox.runtime.services.base import Clock, Scope, ServiceError
 from handlerbox.runtime.services.sqlite import Database
 from handlerbox.runtime.validation import EdgeModel, json_type, short
 from handlerbox.sandbox.errors import ResultError
 from handlerbox.sandbox.results import MAX_DEPTH, to_json_bytes
-from pydantic import Field
 
 ONE_TIME, RECURRING = "one-time", "recurring"
 UNITS = {"minutes": 60, "hours": 3600, "days": 86400}

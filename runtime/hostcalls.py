@@ -1,0 +1,111 @@
+"""Host calls: a worker's call frames, checked and performed by the services; untrusted input.
+
+A call frame has passed protocol.check_call (exact types, size). Here the service and the
+operation must exist, the invocation must be under its cap on calls, and the scope is the
+worker's binding, never anything the frame says. Every call ends in one answer frame, and
+one record in the invocation's result: service, operation, duration and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlerbox.runtime import protocol
+from handlerbox.runtime.results import HostCallRecord
+from handlerbox.runtime.services.base import Scope, Service, ServiceError
+
+MAX_ANSWER_BYTES = 40 << 20
+"""A 6 MB response body, base64 or JSON-escaped (up to 6x), must fit; the worker takes it."""
+
+
+@dataclass
+class Calls:
+    """The host calls of one invocation, for its cap and its result."""
+
+    limit: int
+    records: list[HostCallRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Call:
+    service: str
+    operation: str
+    args: dict[str, Any]
+
+
+def check(message: dict[str, Any], size: int) -> Call:
+    """The call in a worker's frame; ProtocolError when the frame is malformed."""
+    return Call(*protocol.check_call(message, size))
+
+
+class Services:
+    """The services a host offers handlers, by name."""
+
+    def __init__(self, services: Mapping[str, Service]) -> None:
+        self.by_name = dict(services)
+
+    def _find(self, call: Call, calls: Calls) -> Service:
+        if len(calls.records) >= calls.limit:
+            raise ServiceError(429, f"more than {calls.limit} service calls in one invocation")
+        service = self.by_name.get(call.service)
+        if service is None:
+            raise ServiceError(400, f"unknown service {call.service[:64]!r}; services: "
+                               f"{', '.join(sorted(self.by_name))}")
+        if call.operation not in service.operations:
+            raise ServiceError(400, f"{call.service} has no operation {call.operation[:64]!r};"
+                               f" it offers {', '.join(sorted(service.operations))}")
+        return service
+
+    def perform(self, scope: Scope, call: Call, deadline: float, calls: Calls) -> bytes:
+        """Perform one call in this thread; the answer frame's body."""
+        start = time.monotonic()
+        try:
+            service = self._find(call, calls)
+            value = service.call(scope, call.operation, call.args, deadline)
+        except ServiceError as exc:
+            return _record(calls, call, start, exc.status, message=exc.message)
+        except Exception as exc:  # a service bug must not take the dispatch down
+            return _record(calls, call, start, 500, message=f"the service failed: "
+                                                             f"{type(exc).__name__}")
+        return _record(calls, call, start, 200, value=value)
+
+    async def perform_async(self, scope: Scope, call: Call, deadline: float,
+                            calls: Calls) -> bytes:
+        """Perform one call on the event loop; it is cancelled at the deadline."""
+        start = time.monotonic()
+        try:
+            service = self._find(call, calls)
+            value = await asyncio.wait_for(
+                service.call_async(scope, call.operation, call.args, deadline),
+                max(deadline - time.monotonic(), 0.0))
+        except ServiceError as exc:
+            return _record(calls, call, start, exc.status, message=exc.message)
+        except TimeoutError:
+            return _record(calls, call, start, 504, message="the invocation's deadline "
+                                                             "passed during the call")
+        except Exception as exc:
+            return _record(calls, call, start, 500, message=f"the service failed: "
+                                                             f"{type(exc).__name__}")
+        return _record(calls, call, start, 200, value=value)
+
+
+def _record(calls: Calls, call: Call, start: float, status: int, value: Any = None,
+            message: str = "") -> bytes:
+    try:
+        answer = protocol.answer_message(value, status, message[:4096])
+    except TypeError:  # a service returned something that is not JSON: its bug, say so
+        status, answer = 500, protocol.answer_message(
+            None, 500, "the service answered with a value that is not JSON")
+    if len(answer) > MAX_ANSWER_BYTES:
+        status, answer = 502, protocol.answer_message(None, 502, "the answer is too large")
+    calls.records.append(HostCallRecord.model_construct(
+        service=call.service[:64], operation=call.operation[:64],
+        duration_ms=(time.monotonic() - start) * 1000.0, status=status))
+    return answer
+
+
+__all__ = ["Call", "Calls", "Services", "check"]

@@ -1,0 +1,108 @@
+"""The `services` module handlers import: the platform's services, performed by the host.
+
+    from services import db, request, schedule, webhook, ServiceError
+
+    db.set("ticket:42", {"posted": True}, ttl=86400)
+    db.get("ticket:42")                                   # ServiceError(404) when missing
+    reply = request.invoke("postToChat", context={"room": "ops"}, body={"text": "hi"})
+    schedule.create("remind", {"ticket": 42}, schedule_at="2026-12-01T09:00:00Z")
+    webhook.generate_target_url()                         # {"url": ...}
+
+Each function sends one call frame to the host and blocks for its answer (the host owns the
+deadline; time spent here counts). No untrusted input is parsed here, but everything here is
+handed to untrusted code: the functions close over nothing a handler can reach, and the
+transport is set by the worker (`connect`), never by handler code. Outside a worker (the
+in-process runner) every call raises ServiceError(503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Transport = Callable[[str, str, dict[str, Any]], Any]
+
+
+class ServiceError(Exception):
+    """Raised in a handler when the host could not perform a service call: `status` (HTTP-like:
+    400 bad arguments, 403 refused, 404 not found, 409 conflict, 413 too large, 429 over a
+    limit, 502/504 upstream) and `message` say what and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class MethodError(Exception):
+    """Raise in a server method (SMI) to answer the caller with an error: `status` (400-599)
+    and `message`, e.g. `raise MethodError(404, "no such ticket")`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        if type(status) is not int or not 400 <= status <= 599:
+            raise ValueError("MethodError status must be an int from 400 to 599")
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _unavailable(service: str, operation: str, args: dict[str, Any]) -> Any:
+    raise ServiceError(503, "services are only available to handlers running in a worker")
+
+
+_transport: list[Transport] = [_unavailable]
+
+
+def connect(transport: Transport) -> None:
+    """Called by the worker once it is bound (trusted code only)."""
+    _transport[0] = transport
+
+
+SIGNATURES: dict[str, dict[str, tuple[str, ...]]] = {
+    "db": {
+        "set": ("key", "value", "ttl", "if_exists", "if_not_exists"),
+        "get": ("key",),
+        "delete": ("key",),
+        "update": ("key", "action", "attributes"),
+    },
+    "request": {"invoke": ("name", "context", "body")},
+    "schedule": {
+        "create": ("name", "data", "schedule_at", "repeat"),
+        "fetch": ("name",),
+        "update": ("name", "data", "schedule_at", "repeat"),
+        "delete": ("name",),
+        "pause": ("name",),
+        "resume": ("name",),
+    },
+    "webhook": {"generate_target_url": (), "revoke": ("url",)},
+}
+"""Each service's operations and their parameters, positional in this order or by keyword;
+arguments left as None are not sent, so the service's defaults apply."""
+
+
+def _operation(service: str, operation: str, params: tuple[str, ...]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(params):
+            raise TypeError(f"{service}.{operation}() takes at most {len(params)} arguments "
+                            f"({', '.join(params) or 'none'})")
+        sent = dict(zip(params, args, strict=False))
+        for name, value in kwargs.items():
+            if name in sent:
+                raise TypeError(f"{service}.{operation}() got {name} twice")
+            sent[name] = value
+        return _transport[0](service, operation,
+                             {k: v for k, v in sent.items() if v is not None})
+
+    call.__name__ = call.__qualname__ = operation
+    call.__doc__ = f"{service}.{operation}({', '.join(params)})"
+    return call
+
+
+def exports() -> dict[str, dict[str, Any]]:
+    """The names of each service's facade (`services.db` ...), and the module's own."""
+    tables: dict[str, dict[str, Any]] = {
+        f"services.{service}": {op: _operation(service, op, params)
+                                for op, params in operations.items()}
+        for service, operations in SIGNATURES.items()}
+    tables["services"] = {"ServiceError": ServiceError, "MethodError": MethodError}
+    return tables
