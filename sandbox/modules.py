@@ -5,14 +5,27 @@ lead out of the sandbox. A Facade holds only the functions, classes and constant
 here; each list leaves out what reaches a module, the filesystem, the process or global
 state, with the reason beside it. tests/test_modules.py walks everything reachable from
 every facade and fails if it finds a module, frame, code object or mutable container.
+
+Facades and what they hold are shared by every invocation in the process, so nothing a
+handler can reach may carry state from one invocation to the next: `reset_shared_state()`
+empties the stdlib caches behind these modules, and the runner calls it before each one.
 """
 
 from __future__ import annotations
 
+import abc
+import base64 as _base64
+import collections.abc
 import importlib
 import random as _random
-from collections.abc import Mapping
+import re as _re
+import sys
+import typing as _typing
+import urllib.parse as _urllib_parse
+from collections.abc import Callable
 from typing import Any
+
+from handlerbox.sandbox import services as _services
 
 ALLOWED_MODULES: dict[str, frozenset[str]] = {
     # dumps/loads only: the encoder/decoder classes expose their module's internals.
@@ -52,7 +65,8 @@ ALLOWED_MODULES: dict[str, frozenset[str]] = {
         "Decimal", "InvalidOperation", "DivisionByZero", "ROUND_HALF_UP", "ROUND_HALF_EVEN",
         "ROUND_HALF_DOWN", "ROUND_UP", "ROUND_DOWN", "ROUND_CEILING", "ROUND_FLOOR",
     }),
-    # bound to a SystemRandom: no seed/state shared between invocations or forked workers.
+    # bound to a SystemRandom: no seed/state shared between invocations or forked workers;
+    # gauss is normalvariate (Random.gauss saves half of each pair for the next call).
     "random": frozenset({
         "random", "randint", "randrange", "choice", "choices", "shuffle", "sample", "uniform",
         "gauss", "Random",
@@ -101,6 +115,9 @@ ALLOWED_MODULES: dict[str, frozenset[str]] = {
     }),
 }
 
+# `services`: the platform's services, performed by the host (sandbox/services.py).
+ALLOWED_MODULES.update(_services.allowed_modules())
+
 FORBIDDEN_MODULE_ATTRS = frozenset({("time", "sleep")})
 """Names of allowed modules that belong to the timer family: refused with its hint."""
 
@@ -108,11 +125,15 @@ _SYSTEM_RANDOM = _random.SystemRandom()
 
 
 class Facade:
-    """A read-only stand-in for a module that holds only vetted names."""
+    """A read-only stand-in for a module that holds only vetted names.
 
-    def __init__(self, name: str, exports: Mapping[str, Any]) -> None:
-        object.__setattr__(self, "_facade_name", name)
-        self.__dict__.update(exports)
+    It has no `__init__` to re-run (`facade()` fills a new instance once, so `super().__init__`
+    or any other call cannot re-initialise a shared facade) and cannot be subclassed; the
+    guards refuse it to `type()` and as a base class. Exports stay in the instance `__dict__`
+    because module attributes are read on every handler line: a dict hit is the fast path."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("module facades cannot be subclassed")
 
     def __getattr__(self, attr: str) -> Any:
         name = object.__getattribute__(self, "_facade_name")
@@ -133,12 +154,20 @@ class Facade:
 
 _FACADES: dict[str, Facade] = {}
 
+EXPORTED_CLASSES: set[type] = set()
+"""Every class a facade exports by name; handler classes may subclass these (guards)."""
+
 
 def facade(dotted: str) -> Facade:
     """The facade of an allowed module (built once per process, then shared read-only)."""
     found = _FACADES.get(dotted)
     if found is None:
-        found = _FACADES[dotted] = Facade(dotted, _exports(dotted))
+        exports = _exports(dotted)
+        found = object.__new__(Facade)
+        vars(found).update(exports, _facade_name=dotted)
+        EXPORTED_CLASSES.update(v for v in exports.values() if isinstance(v, type))
+        _WARM_UP.get(dotted, lambda: None)()
+        _FACADES[dotted] = found
     return found
 
 
@@ -146,7 +175,12 @@ def _exports(dotted: str) -> dict[str, Any]:
     names = ALLOWED_MODULES[dotted]
     if dotted == "random":
         real: Any = _SYSTEM_RANDOM
-        return {n: getattr(real, n) if n != "Random" else _random.Random for n in names}
+        exports = {n: getattr(real, n) for n in names - {"Random", "gauss"}}
+        return {**exports, "Random": _random.Random, "gauss": real.normalvariate}
+    if dotted.split(".")[0] == "services":
+        own = _services.exports()[dotted]
+        return {n: facade(f"{dotted}.{n}") if f"{dotted}.{n}" in ALLOWED_MODULES else own[n]
+                for n in names}
     real = importlib.import_module(dotted)
     exports = {}
     for n in names:
@@ -169,3 +203,48 @@ def _without_cache_handles(value: Any) -> Any:
     call.__name__ = call.__qualname__ = getattr(value, "__name__", "function")
     call.__doc__ = value.__doc__
     return call
+
+
+# -- state shared by every invocation ------------------------------------------------------
+
+_WARM_UP: dict[str, Callable[[], Any]] = {
+    # Tables these build on first use, once per process: built with the facade, so a handler
+    # cannot learn whether an earlier invocation in the same worker used them.
+    "base64": lambda: _base64.b32decode(_base64.b32encode(b"x")),
+    "urllib.parse": lambda: _urllib_parse.unquote("%41"),
+}
+
+
+def _abc_classes() -> list[Any]:
+    """The ABCs an `isinstance` on a reachable ABC (collections.ChainMap, typing.Mapping's
+    origin) can touch: collections.abc and every ABC below it, found once per process."""
+    found: set[Any] = set()
+    stack: list[Any] = [c for c in vars(collections.abc).values() if isinstance(c, abc.ABCMeta)]
+    while stack:
+        cls = stack.pop()
+        if cls not in found:
+            found.add(cls)
+            stack.extend(c for c in type.__subclasses__(cls) if isinstance(c, abc.ABCMeta))
+    return list(found)
+
+
+_ABC_CACHE_CLEARS: list[Callable[[], None]] = []
+
+
+def reset_shared_state() -> None:
+    """Empty every process-wide cache a handler can fill, so that no invocation can learn
+    (by timing, or by identity through `id()`) what an earlier one in this worker did.
+
+    Each is a cache, so emptying it changes no result. It runs on every dispatch: a few
+    microseconds when the previous invocation filled none of them."""
+    _re.purge()  # compiled patterns, and the sub() template cache
+    _urllib_parse.clear_cache()  # type: ignore[attr-defined]  # urlsplit results, quoters
+    for clear in getattr(_typing, "_cleanups", ()):  # typing.List[int] and the like
+        clear()
+    strptime = sys.modules.get("_strptime")  # imported by C code on first strptime
+    if strptime is not None:
+        strptime._regex_cache.clear()
+    if not _ABC_CACHE_CLEARS:
+        _ABC_CACHE_CLEARS.extend(c._abc_caches_clear for c in _abc_classes())
+    for clear in _ABC_CACHE_CLEARS:  # isinstance() answers remembered by each ABC
+        clear()
