@@ -2,12 +2,19 @@
 
 The policy rewrites `a.format` to `_getattr_(a, 'format')`, `a.b = c` to `_write_(a).b = c`,
 `x[i]` to `_getitem_(x, i)`, `for x in y` to `for x in _getiter_(y)`, class statements to
-`metaclass=__metaclass__`, `f(*a, **k)` to `_apply_(f, *a, **k)`. The builtins `getattr`,
-`hasattr`, `setattr`, `delattr` and `type` are replaced by the guarded versions here.
+`metaclass=__metaclass__`, `f(*a, **k)` to `_apply_(f, *a, **k)`, `super().__init__` to
+`_super_init_(super())`. The builtins `getattr`, `hasattr`, `setattr`, `delattr` and `type` are
+replaced by the guarded versions here. `n += 1` needs no guard: the policy keeps in-place
+operators native and sends item and attribute targets through `_write_`.
+
+Everything reachable from a facade is shared by every invocation in the process, so these
+guards also keep handlers from changing it: no writes to objects a handler does not own, no
+`__init__` run on them, no ABC `register`, and no sandbox-internal class handed out.
 """
 
 from __future__ import annotations
 
+import abc
 import builtins
 import operator
 import string
@@ -16,14 +23,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handlerbox.sandbox.policy import is_forbidden_attribute
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
-_real_type = builtins.type
+from handlerbox.sandbox.modules import EXPORTED_CLASSES
+from handlerbox.sandbox.policy import FORMATTER_METHODS, is_forbidden_attribute
 
-_FORMATTER_METHODS = frozenset({"format", "format_map", "vformat", "get_field", "get_value",
-                                "format_field", "convert_field", "parse"})
-"""str.format and string.Formatter resolve `{0.attr}` and `{0[key]}` with the real getattr."""
+_real_type = builtins.type
 
 _OWNER_MARK = "_handlerbox_owner"
 _OWNER = object()
@@ -32,11 +37,26 @@ name `_` attributes, so they cannot forge it): its instances are the handler's o
 
 _WRITABLE_TYPES = frozenset({dict, list, bytearray, deque})
 
+_BUILTIN_CLASSES = frozenset(v for v in vars(builtins).values() if isinstance(v, _real_type))
+"""Builtin classes keep their state in the instance, so a handler subclass of one only ever
+initialises and changes its own objects (`type` itself is refused as a metaclass)."""
+
+_SANDBOX_MODULE_PREFIX = __name__.rsplit(".", 1)[0] + "."
+
+_ABC_REGISTER = abc.ABCMeta.register
+
+
+def is_handler_class(kind: type) -> bool:
+    """True for classes a handler's `class` statement made (and their subclasses)."""
+    return getattr(kind, _OWNER_MARK, None) is _OWNER
+
 
 # -- attribute reads -----------------------------------------------------------------------
 
 def guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
-    """`getattr` for handlers: no private, introspection or Formatter names, no modules.
+    """`getattr` for handlers: no private, introspection or Formatter names, no modules, and
+    no ABC `register` (`collections.ChainMap.register`, or `typing.Mapping.register`, which
+    forwards to collections.abc): an ABC's registry is process-wide and outlives the call.
 
     The name must be an exact str: a str subclass could override startswith() and lie."""
     if _real_type(name) is not str:
@@ -45,11 +65,16 @@ def guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
         raise AttributeError(f'"{name}" is not accessible in handlers')
     if isinstance(obj, types.ModuleType):
         raise AttributeError("modules are not accessible in handlers")
-    if name in _FORMATTER_METHODS:
+    if name in FORMATTER_METHODS:
         if isinstance(obj, string.Formatter):
             raise AttributeError("string.Formatter is not available in handlers")
         return _safe_formatter(getattr(obj, name, *default))
-    return getattr(obj, name, *default)
+    found = getattr(obj, name, *default)
+    if name == "register" and (found is _ABC_REGISTER or (
+            _real_type(found) is types.MethodType and found.__func__ is _ABC_REGISTER)):
+        raise AttributeError("register is not available in handlers: an ABC's registry is "
+                             "shared by every invocation in the process")
+    return found
 
 
 def _safe_formatter(found: Any) -> Any:
@@ -111,20 +136,16 @@ def safe_format_map(template: str, mapping: Mapping[str, Any], /) -> str:
 def _bound_format(template: str, name: str) -> Callable[..., str]:
     if name == "format":
         return lambda *args, **kwargs: safe_format(template, *args, **kwargs)
-    if name == "format_map":
-        return lambda mapping: safe_format_map(template, mapping)
-    method: Callable[..., str] = getattr(template, name)  # no other Formatter-like methods
-    return method
+    return lambda mapping: safe_format_map(template, mapping)  # format_map
 
 
 # -- writes --------------------------------------------------------------------------------
 
 def guarded_write(obj: Any) -> Any:
-    """`_write_`: handlers may write into containers and their own class instances only."""
+    """`_write_`: handlers may write into containers and their own class instances only
+    (dict and list subclasses too: Counter, OrderedDict, defaultdict)."""
     kind = _real_type(obj)
-    if kind in _WRITABLE_TYPES or getattr(kind, _OWNER_MARK, None) is _OWNER:
-        return obj
-    if isinstance(obj, (dict, list)) and not isinstance(obj, _real_type):
+    if kind in _WRITABLE_TYPES or is_handler_class(kind) or isinstance(obj, (dict, list)):
         return obj
     raise TypeError(f"{kind.__name__} objects cannot be modified by handlers")
 
@@ -145,43 +166,64 @@ def guarded_delattr(obj: Any, name: Any) -> None:
 
 def handler_metaclass(name: str, bases: tuple[Any, ...], namespace: dict[str, Any],
                       **kwargs: Any) -> type:
-    """`__metaclass__`: plain classes only; no metaclasses, no class keywords."""
+    """`__metaclass__`: plain classes only; no metaclasses, no class keywords, and only bases
+    a handler may extend: its own classes, builtin classes, and classes a facade exports by
+    name. A class reached some other way (`type(x)`, `.mro()`: typing's alias classes,
+    urllib's result mixins) is an internal whose methods may act on objects other than
+    the instance, so extending it could reach shared state."""
     if kwargs:
         raise TypeError("class keywords are not supported in handlers")
     for base in bases:
         if not isinstance(base, _real_type):
-            raise TypeError(f"{name}: base {base!r} is not a class")
+            raise TypeError(f"{name}: a base must be a class, not a "
+                            f"{_real_type(base).__name__}")
         if _real_type(base) is not _real_type or issubclass(base, _real_type):
             raise TypeError(f"{name}: metaclasses are not supported in handlers")
+        if not (is_handler_class(base) or base in _BUILTIN_CLASSES or base in EXPORTED_CLASSES):
+            raise TypeError(f"{name}: {base.__name__} cannot be subclassed in handlers; "
+                            "extend your own classes, builtin classes, or classes a module "
+                            "exports by name")
     namespace[_OWNER_MARK] = _OWNER
     return _real_type(name, bases, namespace)
 
 
 def guarded_type(obj: Any, *rest: Any) -> type:
-    """`type(x)` only: the 3-argument form would build classes outside the policy."""
+    """`type(x)` only: the 3-argument form would build classes outside the policy, the class
+    of a class is a metaclass, and the sandbox's own classes (module facades) stay hidden."""
     if rest:
         raise TypeError("type() with 3 arguments is not available in handlers: "
                         "use a class statement")
     kind = _real_type(obj)
     if issubclass(kind, _real_type):
         raise TypeError("type() of a class is not available in handlers")
+    if kind.__module__.startswith(_SANDBOX_MODULE_PREFIX):
+        raise TypeError(f"type() of a {kind.__name__} is not available in handlers")
     return kind
 
 
-# -- operators and calls -------------------------------------------------------------------
+def guarded_super_init(proxy: Any) -> Callable[..., None]:
+    """`_super_init_`: `super().__init__`, only when super() is bound to an instance of a
+    handler class.
 
-_INPLACE_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow,
-    "<<=": operator.ilshift, ">>=": operator.irshift, "&=": operator.iand,
-    "|=": operator.ior, "^=": operator.ixor, "@=": operator.imatmul,
-}
+    Zero-argument super() binds to whatever the method's first argument holds: in a
+    classmethod, or when the method is called on the class (`A.m(A, other)`), it is bound
+    to a class and `.__init__` is a base's unbound `__init__`, callable on any shared
+    object (a module facade, uuid.NAMESPACE_DNS, a property). On the handler's own instance
+    a base's `__init__` can only initialise that instance: the bases a handler class may
+    have (see handler_metaclass) keep their state in the instance."""
+    kind = _real_type(proxy)
+    if kind is not super:
+        raise TypeError("super().__init__ needs the builtin super()")
+    instance = proxy.__self__
+    if instance is None or isinstance(instance, _real_type) or not is_handler_class(
+            _real_type(instance)):
+        raise TypeError("super().__init__ is only available on an instance of your own "
+                        "class, in a method called on that instance")
+    init: Callable[..., None] = proxy.__init__
+    return init
 
 
-def inplace_var(op: str, target: Any, value: Any) -> Any:
-    """`_inplacevar_`: RestrictedPython's hook for `n += 1`, by table, never by eval."""
-    return _INPLACE_OPS[op](target, value)
-
+# -- calls ---------------------------------------------------------------------------------
 
 def apply_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`_apply_`: a call with `*args`/`**kwargs`; the arguments need no further guard here."""
@@ -193,8 +235,8 @@ GUARDS: dict[str, Any] = {
     "_getitem_": operator.getitem,
     "_getiter_": iter,
     "_write_": guarded_write,
-    "_inplacevar_": inplace_var,
     "_apply_": apply_call,
+    "_super_init_": guarded_super_init,
     "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
     "_unpack_sequence_": guarded_unpack_sequence,
     "__metaclass__": handler_metaclass,
