@@ -2,6 +2,9 @@
 
 Untrusted code runs here. The runtime's worker calls this behind the process boundary and
 OS limits; tests call it directly. It never enforces time: the host owns every deadline.
+The error and result paths around the handler are trusted code: they read handler objects
+by exact type only (never `str`, `repr` or `==` on them), clip every text they report, and
+turn any failure of their own into a handler error.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from handlerbox.sandbox.errors import HandlerError, HandlerNotFound
+from handlerbox.sandbox.errors import HandlerError, HandlerNotFound, ResultError
+from handlerbox.sandbox.guards import is_handler_class
+from handlerbox.sandbox.modules import reset_shared_state
 from handlerbox.sandbox.namespace import LogCapture, new_namespace
 from handlerbox.sandbox.policy import CompiledHandler, compile_handler
 from handlerbox.sandbox.results import to_json_bytes
@@ -38,7 +43,7 @@ def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
     if exports is not None and type(exports) is not dict:
         # Exactly dict: a subclass could lie in __contains__ or __getitem__.
         raise HandlerNotFound(f"handler {name!r} not found: exports is a "
-                              f"{type(exports).__name__}, it must be a plain dict")
+                              f"{_type_name(exports)}, it must be a plain dict")
     if exports is not None:
         if name not in exports:
             raise HandlerNotFound(f"handler {name!r} not found: exports has no key {name!r}")
@@ -49,14 +54,18 @@ def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
         raise HandlerNotFound(f"handler {name!r} not found: the module defines no function "
                               f"{name!r} and no exports dict")
     if not callable(found):
-        raise HandlerNotFound(f"handler {name!r} is a {type(found).__name__}, not a function")
+        raise HandlerNotFound(f"handler {name!r} is a {_type_name(found)}, not a function")
     return found
 
 
 def invoke(compiled: CompiledHandler, name: str, payload: Any,
            limits: Limits = Limits()) -> Invocation:
     """Exec the module in a fresh namespace, call handler `name` on `payload`, and encode
-    the result. Anything the handler raises is a HandlerError, which carries the logs too."""
+    the result. Anything the handler raises is a HandlerError, which carries the logs too.
+
+    First, the process-wide caches an earlier invocation may have filled are emptied: what
+    one invocation does must not be observable by the next one in the same worker."""
+    reset_shared_state()
     logs = LogCapture(limits.max_log_bytes)
     namespace = new_namespace(logs, module_name=compiled.filename.rsplit(".", 1)[0])
     try:
@@ -68,7 +77,7 @@ def invoke(compiled: CompiledHandler, name: str, payload: Any,
             raise
         except BaseException as exc:  # SystemExit and the like are handler errors too
             raise handler_error(exc, compiled) from None
-        result = to_json_bytes(value, limits.max_result_bytes)
+        result = _encode(value, limits.max_result_bytes)
     except (HandlerError, HandlerNotFound) as exc:
         exc.logs = logs.text()
         raise
@@ -89,28 +98,89 @@ def run_source(source: str, name: str, payload: Any, limits: Limits = Limits(),
     return json.loads(outcome.result_json), outcome.logs
 
 
+def _encode(value: Any, max_bytes: int) -> bytes:
+    """The result as JSON, or a ResultError: the checker raises nothing else by design, and
+    anything else it might raise (RecursionError deep in a key) becomes one too. MemoryError
+    is left alone: the worker reports it as the memory limit."""
+    try:
+        return to_json_bytes(value, max_bytes)
+    except (ResultError, MemoryError):
+        raise
+    except Exception as exc:
+        raise ResultError(f"value: could not be checked as JSON ({type(exc).__name__})") \
+            from None
+
+
 MAX_ERROR_TEXT = 8192
 """Characters kept of an error's message and of its traceback (deep recursion makes long
 ones; the host refuses anything much longer)."""
 
+MAX_NAME_TEXT = 200
+"""Characters kept of an exception's type name, and of each function name and source line
+in a traceback (a one-line module of a megabyte, recursing 1,000 deep, is a gigabyte)."""
+
+_PLAIN_ARGS = (str, int, float, bool, bytes, type(None))
+_ARGS = BaseException.__dict__["args"]
+"""BaseException's own `args` descriptor: a handler class cannot put anything in its way."""
+
 
 def handler_error(exc: BaseException, compiled: CompiledHandler) -> HandlerError:
-    """A HandlerError for `exc` with a traceback trimmed to the handler's own frames."""
+    """A HandlerError for `exc` with a traceback trimmed to the handler's own frames; never
+    raises (a failure here would lose the handler's error and crash the worker)."""
     if isinstance(exc, HandlerError):
         return exc
-    lines = compiled.source.splitlines()
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename == compiled.filename]
-    text = "".join(
-        f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
-        + (f"    {lines[f.lineno - 1].strip()}\n" if f.lineno and f.lineno <= len(lines) else "")
-        for f in frames)
+    type_name = _type_name(exc)
     try:
-        message = str(exc)
-    except BaseException:  # a hostile __str__ must not escape
-        message = "<unprintable exception>"
-    return HandlerError(type(exc).__name__, _clip(message, MAX_ERROR_TEXT),
-                        _clip(text, MAX_ERROR_TEXT, keep_tail=True))
+        return HandlerError(type_name, _clip(error_message(exc), MAX_ERROR_TEXT),
+                            _clip(_traceback(exc, compiled), MAX_ERROR_TEXT, keep_tail=True))
+    except Exception:
+        return HandlerError(type_name, "(the error could not be described)")
+
+
+def error_message(exc: BaseException) -> str:
+    """`str(exc)`, without running handler code.
+
+    Handler classes cannot define `__str__` today, but their `args` may hold objects that
+    can (`ValueError(obj)` prints `str(obj)`): so the message is built from `args` only when
+    every argument is a plain str, int, float, bool, bytes or None, and is otherwise a note
+    naming the argument's type. For a builtin or stdlib exception class `str(exc)` itself is
+    used (KeyError quotes its key, UnicodeDecodeError explains itself): their `__str__` is
+    not handler code and the handler cannot change their fields (guarded_write). For a
+    handler's own class the message is what BaseException.__str__ would make of `args`."""
+    args = _ARGS.__get__(exc)
+    odd = next((a for a in args if type(a) not in _PLAIN_ARGS), _PLAIN_ARGS)
+    if odd is not _PLAIN_ARGS:
+        return f"(message not shown: its arguments include a {_type_name(odd)})"
+    try:
+        if not is_handler_class(type(exc)):
+            return str(exc)
+        if len(args) == 1:
+            return str(args[0])
+        return repr(args) if args else ""
+    except ValueError:  # an int beyond the int-to-str digit limit
+        return "(message not shown: an argument is too long to print)"
+
+
+def _traceback(exc: BaseException, compiled: CompiledHandler) -> str:
+    """The handler's own frames, innermost last; source lines come from the compiled source
+    (no file is read: lookup_lines=False keeps linecache out of it)."""
+    lines = compiled.source.splitlines()
+    frames = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__),
+                                            lookup_lines=False)
+    parts = []
+    for f in frames:
+        if f.filename != compiled.filename:
+            continue
+        parts.append(f'  File "{f.filename}", line {f.lineno}, in '
+                     f"{_clip(f.name, MAX_NAME_TEXT)}\n")
+        if f.lineno and f.lineno <= len(lines):
+            parts.append(f"    {_clip(lines[f.lineno - 1].strip(), MAX_NAME_TEXT)}\n")
+    return "".join(parts)
+
+
+def _type_name(value: Any) -> str:
+    """The name of `value`'s class, clipped: a handler can name a class 70,000 characters."""
+    return _clip(type(value).__name__, MAX_NAME_TEXT)
 
 
 def _clip(text: str, limit: int, keep_tail: bool = False) -> str:
