@@ -62,6 +62,14 @@ class App:
         spec = self.manifest.events.get(event)
         return spec.handler if spec else None
 
+    def check_iparams(self, values: Any) -> dict[str, Any]:
+        """An installation's iparams checked against config/iparams.json (IparamsError lists
+        every problem). An app that declares none takes any JSON object, as apps written
+        before declarations did."""
+        if not self.iparams.declarations and type(values) is dict:
+            return dict(values)
+        return self.iparams.check(values)
+
     def handler_for_method(self, method: str) -> str | None:
         """The handler of a server method (SMI), or None when the app offers no such method."""
         return self.manifest.function_handler(method)

@@ -363,7 +363,7 @@ class Engine:
         SetupFailed (its handler failed: the installation is refused)."""
         if self.installs.get(app.name, account_id) is not None:
             raise InstallationExists(f"{app.name} is already installed in {account_id}")
-        checked = app.iparams.check(iparams or {})
+        checked = app.check_iparams(iparams or {})
         candidate = Installation.build(app=app.name, account_id=account_id, version=app.version,
                                        domain=domain, region=region, iparams=checked)
         answer, result = self._setup_event(app, candidate, "onAppInstall")
@@ -380,7 +380,7 @@ class Engine:
         """Update an installation's iparams and move it to `app`'s version, then run
         afterAppUpdate (its result is returned; it cannot undo the update)."""
         current = self._installed(app.name, account_id)
-        checked = app.iparams.check(iparams if iparams is not None else current.iparams)
+        checked = app.check_iparams(iparams if iparams is not None else current.iparams)
         updated = self.installs.update(app.name, account_id, iparams=checked,
                                        version=app.version)
         _, result = self._setup_event(app, updated, "afterAppUpdate")

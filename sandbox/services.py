@@ -106,3 +106,10 @@ def exports() -> dict[str, dict[str, Any]]:
         for service, operations in SIGNATURES.items()}
     tables["services"] = {"ServiceError": ServiceError, "MethodError": MethodError}
     return tables
+
+
+def allowed_modules() -> dict[str, frozenset[str]]:
+    """The import allow-list entries for `services` and its service facades."""
+    table = {f"services.{service}": frozenset(ops) for service, ops in SIGNATURES.items()}
+    table["services"] = frozenset({*SIGNATURES, "ServiceError", "MethodError"})
+    return table
