@@ -92,7 +92,7 @@ def notification_status(payload):
         return db.get(posted_key(ticket_id))
     except ServiceError as error:
         if error.status == 404:
-            raise MethodError(404, f"ticket {ticket_id} was never posted")
+            raise MethodError(404, f"ticket {ticket_id} was never posted") from None
         raise
 
 
