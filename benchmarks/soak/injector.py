@@ -90,8 +90,8 @@ class Injector(threading.Thread):
 
     def _watch(self, ticket: Ticket, workers: list[WorkerProcess]) -> None:
         for worker in workers:
-            if worker.app_key != ticket.app_key:
-                continue
+            if not (worker.app_key or "").startswith(ticket.app_key + "/"):
+                continue  # workers serve one installation: "<app key>/<account id>"
             pid = worker.pid
             try:
                 seen = ticket.seen.get(pid)
