@@ -189,14 +189,15 @@ def handler_metaclass(name: str, bases: tuple[Any, ...], namespace: dict[str, An
 
 def guarded_type(obj: Any, *rest: Any) -> type:
     """`type(x)` only: the 3-argument form would build classes outside the policy, the class
-    of a class is a metaclass, and the sandbox's own classes (module facades) stay hidden."""
+    of a class is a metaclass, and the sandbox's own classes (module facades) stay hidden
+    unless a module exports them by name (services.ServiceError)."""
     if rest:
         raise TypeError("type() with 3 arguments is not available in handlers: "
                         "use a class statement")
     kind = _real_type(obj)
     if issubclass(kind, _real_type):
         raise TypeError("type() of a class is not available in handlers")
-    if kind.__module__.startswith(_SANDBOX_MODULE_PREFIX):
+    if kind.__module__.startswith(_SANDBOX_MODULE_PREFIX) and kind not in EXPORTED_CLASSES:
         raise TypeError(f"type() of a {kind.__name__} is not available in handlers")
     return kind
 
