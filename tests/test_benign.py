@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from handlerbox.sandbox import CompileError, run_source
 
 

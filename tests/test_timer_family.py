@@ -9,6 +9,7 @@ names the module, points at the statement, and says what to do instead.
 from __future__ import annotations
 
 import pytest
+
 from handlerbox.sandbox import CompileError, HandlerError, Violation, compile_handler, run_source
 
 PHRASE = ("is not available in handlers: they cannot start threads or timers"
