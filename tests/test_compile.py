@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
 import pytest
-from handlerbox.sandbox import CompileError, compile_handler
-from handlerbox.sandbox.policy import MAX_SOURCE_BYTES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from handlerbox.sandbox import CompileError, compile_handler
+from handlerbox.sandbox.policy import MAX_NODES, MAX_SOURCE_BYTES, MAX_VIOLATIONS
+from tests.conftest import EXAMPLES
 
 
 def compiles_or_reports(source: str | bytes) -> None:
@@ -124,3 +127,164 @@ FRAGMENTS = [
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=30), st.sampled_from(["\n", " ", ""]))
 def test_compiler_is_total_on_programs_built_from_fragments(parts: list[str], sep: str) -> None:
     compiles_or_reports(sep.join(parts))
+
+
+# -- bounded work for hostile sources ------------------------------------------------------
+
+def fill(line: str) -> str:
+    """`line` repeated to just under MAX_SOURCE_BYTES."""
+    return "\n".join([line] * (MAX_SOURCE_BYTES // (len(line) + 1)))
+
+
+FLOODS = {
+    "import-os-per-line": fill("import os"),
+    "private-assignment-per-line": fill("_x = 1"),
+    "private-name-per-line": fill("_=_x"),
+    "private-attribute-per-line": fill("a._b"),
+    "one-line-of-private-names": "x = [" + ",".join(["_a"] * (MAX_SOURCE_BYTES // 3 - 10)) + "]",
+    "module-reads-per-line": "import urllib\n" + fill("urllib.request").partition("\n")[2],
+}
+
+
+@pytest.mark.parametrize("source", FLOODS.values(), ids=FLOODS.keys())
+def test_a_flood_of_violations_reports_the_first_hundred_and_stops(source: str) -> None:
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    violations = info.value.violations
+    assert len(violations) == MAX_VIOLATIONS + 1
+    assert violations[-1].message.startswith("more violations follow; compiling stopped")
+    assert len(str(info.value)) < 100 * 400
+
+
+DENSE = {
+    "assignment-per-line": fill("x = 1"),
+    "call-per-line": fill("f(x.y)"),
+    "one-long-list": "x = [" + ",".join(["a"] * (MAX_SOURCE_BYTES // 2 - 10)) + "]",
+}
+
+
+@pytest.mark.parametrize("source", DENSE.values(), ids=DENSE.keys())
+def test_dense_valid_code_is_refused_past_the_node_limit(source: str) -> None:
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    (v,) = info.value.violations
+    assert v.message == f"source has more than {MAX_NODES} syntax nodes"
+
+
+def test_ordinary_code_of_the_largest_allowed_size_compiles() -> None:
+    example = (EXAMPLES / "call_logger" / "server" / "server.py").read_text()
+    source = example * (MAX_SOURCE_BYTES // len(example))
+    assert compile_handler(source).code is not None
+
+
+def test_the_collector_is_left_as_it_was() -> None:
+    gc.disable()
+    compile_handler("x = 1\n")
+    assert not gc.isenabled()
+    gc.enable()
+    with pytest.raises(CompileError):
+        compile_handler("import os\n")
+    assert gc.isenabled()
+
+
+# -- names read from imported modules ------------------------------------------------------
+
+def module_case(case_id: str, source: str, message: str | None) -> object:
+    return pytest.param(source, message, id=case_id)
+
+
+MODULE_READS = [
+    module_case("submodule-not-offered", "import urllib\ndef h(p):\n"
+                "    return urllib.request.urlopen('http://x')\n",
+                "urllib.request is not available in handlers. urllib offers parse"),
+    module_case("name-not-offered-in-dotted-import", "import urllib.parse\ndef h(p):\n"
+                "    return urllib.parse.urlopen('x')\n",
+                "urllib.parse.urlopen is not available in handlers"),
+    module_case("alias", "import json as j\ndef h(p):\n    return j.decoder\n",
+                "json.decoder is not available in handlers. json offers JSONDecodeError, "
+                "dumps, loads"),
+    module_case("submodule-bound-by-from-import", "from urllib import parse\ndef h(p):\n"
+                "    return parse.splittype('x')\n",
+                "urllib.parse.splittype is not available in handlers"),
+    module_case("at-module-level", "import re\nX = re.enum\n",
+                "re.enum is not available in handlers"),
+    module_case("timer-family-name", "import time\ndef h(p):\n    time.sleep(1)\n",
+                "time.sleep is not available in handlers: they cannot start threads"),
+    module_case("written-to", "import json\njson.extra = 1\n",
+                "json.extra is not available in handlers"),
+    module_case("offered-names-compile", "import urllib.parse\nimport json\ndef h(p):\n"
+                "    return [urllib.parse.quote(' '), json.dumps(1), urllib.parse]\n", None),
+    module_case("parameter-shadows-module", "import json\ndef h(json):\n    return json.foo\n",
+                None),
+    module_case("rebound-at-module-level", "import json\njson = {'a': 1}\nx = json.keys\n",
+                None),
+    module_case("rebound-in-a-loop", "import re\ndef h(p):\n    for re in p:\n"
+                "        return re.anything\n", None),
+    module_case("import-inside-a-function", "def h(p):\n    import json\n"
+                "    return json.__doc__ if False else 1\n", "__doc__"),
+]
+
+
+@pytest.mark.parametrize(("source", "message"), MODULE_READS)
+def test_reading_a_name_a_module_does_not_offer_is_a_compile_error(
+        source: str, message: str | None) -> None:
+    if message is None:
+        assert compile_handler(source).code is not None
+        return
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    assert any(message in str(v) for v in info.value.violations), str(info.value)
+
+
+# -- where super().__init__ may appear -----------------------------------------------------
+
+SUPER_INIT = [
+    pytest.param("class A(Exception):\n    def __init__(self, m):\n        super().__init__(m)\n"
+                 "        self.m = m\n", None, id="in-init"),
+    pytest.param("class A:\n    def reset(self):\n        super().__init__()\n", None,
+                 id="in-another-method"),
+    pytest.param("class A:\n    def __init__(self, /, x):\n        super().__init__()\n", None,
+                 id="positional-only-self"),
+    pytest.param("class A:\n    def __init__(self):\n        if True:\n"
+                 "            super().__init__()\n", None, id="nested-in-a-block"),
+    pytest.param("class A:\n    @classmethod\n    def make(cls):\n        super().__init__()\n",
+                 "in a classmethod or staticmethod", id="classmethod"),
+    pytest.param("class A:\n    @staticmethod\n    def make(x):\n        super().__init__()\n",
+                 "in a classmethod or staticmethod", id="staticmethod"),
+    pytest.param("class A:\n    def m(self):\n        def inner(o):\n"
+                 "            super().__init__()\n", "outside a method", id="nested-function"),
+    pytest.param("class A:\n    m = lambda self: super().__init__()\n", "outside a method",
+                 id="lambda-in-class-body"),
+    pytest.param("class A:\n    def m(self):\n        [super().__init__() for _ in 'x']\n",
+                 "outside a method", id="comprehension"),
+    pytest.param("super().__init__()\n", "outside a method", id="module-level"),
+    pytest.param("class A:\n    super().__init__()\n", "outside a method", id="class-body"),
+    pytest.param("def f(self):\n    super().__init__()\n", "outside a method",
+                 id="plain-function"),
+    pytest.param("class A:\n    def m(*args):\n        super().__init__()\n",
+                 "in a method without a self parameter", id="no-self"),
+    *(pytest.param(f"class A:\n    def m(self, o):\n        {rebind}\n"
+                   "        super().__init__()\n",
+                   "in a method that assigns to its first parameter",
+                   id=f"self-rebound-by-{how}")
+      for how, rebind in [
+          ("assignment", "self = o"), ("augmented", "self += o"), ("walrus", "(self := o)"),
+          ("for", "for self in o: pass"), ("with", "with o as self: pass"),
+          ("del", "del self"), ("import", "import json as self"),
+          ("def", "def self(): pass"), ("except", "try:\n            pass\n"
+                                                  "        except Exception as self:\n"
+                                                  "            pass"),
+          ("tuple-unpacking", "self, x = o")]),
+]
+
+
+@pytest.mark.parametrize(("source", "problem"), SUPER_INIT)
+def test_super_init_is_allowed_only_in_a_plain_method_on_self(
+        source: str, problem: str | None) -> None:
+    if problem is None:
+        assert compile_handler(source).code is not None
+        return
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    assert any(f"super().__init__ is not allowed {problem}" in v.message
+               for v in info.value.violations), str(info.value)
