@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from handlerbox.sandbox import CompileError, HandlerError, run_source
 
 
@@ -190,6 +191,28 @@ ESCAPES = [
     esc("type-of-type", 'meta = type(type)\nreturn repr(meta("X", (object,), {}))'),
     esc("type-of-int", 'meta = type(int)\nreturn repr(meta("X", (object,), {}))'),
     esc("type-of-handler-class", 'meta = type(A)\nreturn repr(meta("X", (A,), {}))', CLS),
+    # -- re-initialising shared objects (tests/test_state_leaks.py checks nothing stays) ---
+    esc("super-init-classmethod-reinits-facade", 'R.go(json)\nreturn json.dumps(1)',
+        "import json\nclass R(Exception):\n    @classmethod\n    def go(cls, t):\n"
+        "        super().__init__(t, 'json', {'dumps': repr})\n"),
+    esc("super-init-method-called-on-class", "R.go(R, uuid.NAMESPACE_DNS)\n"
+        "return str(uuid.NAMESPACE_DNS)", "import uuid\nclass R(uuid.UUID):\n"
+        "    def go(self, t):\n        super().__init__(t, '1' * 32)\n"),
+    esc("super-init-rebinds-shared-property", "P.go(P, T.hostname, repr)\n"
+        "return urllib.parse.urlparse('http://h/').hostname",
+        "import urllib.parse\nT = type(urllib.parse.urlparse('http://h/'))\n"
+        "class P(property):\n    def go(self, t, f):\n        super().__init__(t, f)\n"),
+    esc("type-of-facade-as-base", "return repr(F)", "import json\nclass F(type(json)):\n"
+        "    pass\n"),
+    esc("type-of-facade", "return repr(type(json).__init__)", "import json\n"),
+    esc("typing-internal-class-as-base", "return repr(A)",
+        "import typing\nclass A(type(typing.List).mro()[1]):\n    pass\n"),
+    esc("abc-register-chainmap", "collections.ChainMap.register(dict)\n"
+        "return isinstance({}, collections.ChainMap)", "import collections\n"),
+    esc("abc-register-through-typing-alias", "typing.Mapping.register(int)\n"
+        "return isinstance(1, typing.Mapping)", "import typing\n"),
+    esc("abc-register-getattr", 'getattr(collections.ChainMap, "regis" + "ter")(list)\n'
+        "return 'registered'", "import collections\n"),
     # -- attribute chains out of every facade --------------------------------------------
     esc("json-codecs-builtins", 'return repr(json.codecs.builtins.open("pwned", "w"))',
         "import json\n"),
