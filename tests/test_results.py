@@ -13,9 +13,13 @@ from handlerbox.sandbox import (
     HandlerNotFound,
     Limits,
     ResultError,
+    compile_handler,
     run_source,
+    runner,
     to_json_bytes,
 )
+from handlerbox.sandbox.guards import handler_metaclass
+from handlerbox.sandbox.runner import MAX_ERROR_TEXT, MAX_NAME_TEXT, handler_error
 
 
 def body(lines: str, prelude: str = "") -> str:
@@ -266,3 +270,112 @@ def test_the_log_cap_counts_utf8_bytes_and_never_splits_a_character() -> None:
     _, logs = run_source("def h(p):\n    print('ééé')\n    return 1\n", "h", {},
                          Limits(max_log_bytes=5))
     assert logs == "éé\n[logs truncated: 3 more bytes dropped]\n"
+
+
+# -- the error and result paths run no handler code, and stay small ------------------------
+
+LONG_NAME = "E" * 70_000
+BOX = "class Box:\n    pass\n"
+
+ERROR_MESSAGES = [
+    pytest.param(body("raise KeyError('missing')"), "KeyError", "'missing'", id="builtin-str"),
+    pytest.param(body("b'\\xff'.decode()"), "UnicodeDecodeError",
+                 "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
+                 id="builtin-str-over-bytes"),
+    pytest.param(body("raise AppError('negative', 400)",
+                      "class AppError(ValueError):\n    pass\n"),
+                 "AppError", "('negative', 400)", id="handler-class-with-plain-args"),
+    pytest.param(body("raise Lying('real')", "class Lying(Exception):\n    args = ('lie',)\n"),
+                 "Lying", "real", id="args-shadowed-by-a-class-attribute"),
+    pytest.param(body("raise ValueError(Box())", BOX), "ValueError",
+                 "(message not shown: its arguments include a Box)", id="object-argument"),
+    pytest.param(body("raise ValueError(10 ** 5000)"), "ValueError",
+                 "(message not shown: an argument is too long to print)", id="huge-int-argument"),
+    pytest.param(body("raise ValueError('a', [1])"), "ValueError",
+                 "(message not shown: its arguments include a list)", id="list-argument"),
+]
+
+
+@pytest.mark.parametrize(("source", "type_name", "message"), ERROR_MESSAGES)
+def test_error_messages_are_built_without_running_handler_code(
+        source: str, type_name: str, message: str) -> None:
+    with pytest.raises(HandlerError) as info:
+        run_source(source, "h", {})
+    assert (info.value.type_name, info.value.message) == (type_name, message)
+
+
+def test_a_70000_character_exception_class_name_is_clipped() -> None:
+    source = body("raise E()", f"class {LONG_NAME}(Exception):\n    pass\nE = {LONG_NAME}\n")
+    with pytest.raises(HandlerError) as info:
+        run_source(source, "h", {})
+    assert info.value.type_name.startswith("E" * MAX_NAME_TEXT + "... [")
+    assert len(info.value.type_name) < MAX_NAME_TEXT + 40
+
+
+def test_huge_function_names_and_source_lines_are_clipped_in_tracebacks() -> None:
+    name = "f" * 30_000
+    padding = "; ".join(["x = 1"] * 20_000)
+    source = (f"def {name}(n):\n    {padding}; return {name}(n + 1)\n"
+              f"def h(p):\n    return {name}(0)\n")
+    with pytest.raises(HandlerError) as info:
+        run_source(source, "h", {})
+    error = info.value
+    assert error.type_name == "RecursionError"
+    assert len(error.traceback) < MAX_ERROR_TEXT + 100
+    assert all(len(line) < MAX_NAME_TEXT + 60 for line in error.traceback.splitlines())
+
+
+def test_a_handler_class_str_is_never_called() -> None:
+    """A handler class cannot define __str__ yet; this one, marked as a handler's, stands in
+    for one that could."""
+    calls = []
+
+    def spy(self: object) -> str:
+        calls.append("str")
+        return "ran handler code"
+
+    own = handler_metaclass("Own", (Exception,), {})
+    own.__str__ = spy  # type: ignore[method-assign]
+    error = handler_error(own("plain"), compile_handler("def h(p):\n    pass\n"))
+    assert (error.type_name, error.message, calls) == ("Own", "plain", [])
+
+
+def test_the_error_path_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> str:
+        raise RuntimeError("inside the error path")
+
+    monkeypatch.setattr(runner, "_traceback", broken)
+    error = handler_error(ValueError("x"), compile_handler("def h(p):\n    pass\n"))
+    assert (error.type_name, error.message) == ("ValueError", "(the error could not be described)")
+
+
+RESULT_PATHS = [
+    pytest.param(body("k = 1\nfor _ in range(50_000):\n    k = (k,)\nreturn {k: 1}"),
+                 "value: key of type tuple, JSON object keys must be strings",
+                 id="key-50000-deep"),
+    pytest.param(body("return {K(): 1}", "class K:\n    pass\n"),
+                 "value: key of type K, JSON object keys must be strings",
+                 id="key-of-a-handler-class"),
+    pytest.param(body("return {'k' * 500_000: {1}}"),
+                 "value['" + "k" * 80 + "'...]: set is not JSON", id="500-kb-key-in-the-path"),
+    pytest.param(body("return [E()]", f"class {LONG_NAME}:\n    pass\nE = {LONG_NAME}\n"),
+                 "value[0]: " + "E" * 80 + "... is not JSON", id="70000-character-type-name"),
+    pytest.param(body("return {10 ** 5000: 1}"),
+                 "value: key of type int, JSON object keys must be strings",
+                 id="huge-int-key-is-not-printed"),
+]
+
+
+@pytest.mark.parametrize(("source", "message"), RESULT_PATHS)
+def test_result_errors_name_types_and_stay_small(source: str, message: str) -> None:
+    assert refused(source, Limits(max_result_bytes=2 << 20)).message == message
+
+
+def test_any_failure_of_the_result_check_is_a_result_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(value: object, max_bytes: int) -> bytes:
+        raise RecursionError("deep")
+
+    monkeypatch.setattr(runner, "to_json_bytes", broken)
+    assert refused(body("return 1")).message == "value: could not be checked as JSON " \
+                                                 "(RecursionError)"
