@@ -67,9 +67,8 @@ class HandlerError(HandlerboxError):
 
 
 class ResultError(HandlerError):
-    """Raised when a handler returns a value that is not plain JSON within the limits."""
-
-    code = "handler_error"
+    """Raised when a handler returns a value that is not plain JSON within the limits (its code
+    is its parent's, handler_error)."""
 
     def __init__(self, message: str) -> None:
         super().__init__("ResultError", message)

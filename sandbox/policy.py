@@ -18,6 +18,8 @@ import gc
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,20 +117,25 @@ def _decode(source: str | bytes, filename: str) -> tuple[str, list[Violation]]:
                               "Save the file as UTF-8")]
 
 
-def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
-    # SyntaxWarnings about untrusted source must not reach the host's stderr. The collector
-    # stays off while the tree is built and visited: a megabyte of source makes a million
-    # nodes, and collections triggered by them took most of the time (the tree holds no
-    # cycles; refcounting frees it).
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage-collector passes while a syntax tree is built and visited: a megabyte of
+    source made a million nodes, and the collections they triggered took most of the time
+    (a syntax tree holds no cycles: refcounting frees it)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _parse_and_compile(text, filename)
+        yield
     finally:
         if collecting:
             gc.enable()
+
+
+def _compile_text(text: str, filename: str) -> tuple[list[Violation], Any]:
+    # SyntaxWarnings about untrusted source must not reach the host's stderr.
+    with collector_paused(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse_and_compile(text, filename)
 
 
 def _parse_and_compile(text: str, filename: str) -> tuple[list[Violation], Any]:

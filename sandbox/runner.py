@@ -17,7 +17,7 @@ from handlerbox.sandbox.errors import HandlerError, HandlerNotFound, ResultError
 from handlerbox.sandbox.guards import is_handler_class
 from handlerbox.sandbox.modules import reset_shared_state
 from handlerbox.sandbox.namespace import LogCapture, new_namespace
-from handlerbox.sandbox.policy import CompiledHandler, compile_handler
+from handlerbox.sandbox.policy import CompiledHandler, collector_paused, compile_handler
 from handlerbox.sandbox.results import to_json_bytes
 
 
@@ -202,7 +202,8 @@ def declared_handlers(compiled: CompiledHandler) -> frozenset[str] | None:
     None when `exports` is built some other way and only running the module can tell."""
     import ast
 
-    tree = ast.parse(compiled.source, compiled.filename)
+    with collector_paused():
+        tree = ast.parse(compiled.source, compiled.filename)
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     exports: frozenset[str] | None = None
     for node in tree.body:
