@@ -604,9 +604,9 @@ def test_values_survive_closing_and_reopening_the_file(tmp_path: Path) -> None:
     db.close()
 
 
-def test_redis_threads_incrementing_one_key_lose_nothing(redis_server: RedisServer) -> None:
+def test_redis_threads_incrementing_one_key_lose_nothing(request: pytest.FixtureRequest) -> None:
     """Update's WATCH/MULTI retry: racing writers to one installation lose no increment."""
-    with redis_backend(redis_server) as backend:
+    with redis_backend(request.getfixturevalue("redis_server")) as backend:
         store = KVStore(backend, rate_limit=NO_LIMIT)
         do(store, A, "set", key="counter", value={"n": 0})
         errors: list[BaseException] = []

@@ -34,7 +34,9 @@ from handlerbox.runtime.services.schedules import (
     ScheduleService,
     SQLiteSchedules,
 )
+from handlerbox.runtime.services.schedules_redis import RedisSchedules
 from handlerbox.runtime.services.sqlite import Database
+from tests.redis_server import redis_server, unique_prefix  # noqa: F401
 
 NOW = 1_900_000_000  # 2030-03-17T17:46:40Z, whole seconds
 MIN = 60
@@ -42,8 +44,8 @@ A, B, C = Scope("crm", "100"), Scope("crm", "200"), Scope("billing", "100")
 DEV = ScheduleLimits(min_lead_seconds=0, min_period_seconds=60)
 
 Opener = Callable[[str], ScheduleBackend]
-BACKENDS = ["memory", "sqlite"]
-DURABLE = ["sqlite"]  # backends that engines in other threads and processes can share
+BACKENDS = ["memory", "sqlite", "redis"]
+DURABLE = ["sqlite", "redis"]  # backends that engines in other threads and processes can share
 
 
 def iso(epoch: float) -> str:
@@ -76,16 +78,23 @@ def wal_file(path: Path) -> Path:
 
 
 @pytest.fixture
-def opener(tmp_path: Path) -> Iterator[Opener]:
+def opener(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Opener]:
     """Opens a backend by name; for a durable one, each call is a new handle (a new Database
-    object, as another engine would have) on the same store."""
+    object or Redis client, as another engine would have) on the same store."""
     databases: list[Database] = []
     memory = MemorySchedules()
     path = wal_file(tmp_path / "schedules.sqlite3")
+    prefix = unique_prefix()  # this test's keys on the session's redis-server
+    clients: list[Any] = []
 
     def open_backend(kind: str) -> ScheduleBackend:
         if kind == "memory":
             return memory
+        if kind == "redis":
+            served = RedisSchedules.from_url(request.getfixturevalue("redis_server").url,
+                                             prefix=prefix, buckets=4)
+            clients.append(served.client)
+            return served
         database = Database(path)
         databases.append(database)
         return SQLiteSchedules(database)
@@ -93,6 +102,8 @@ def opener(tmp_path: Path) -> Iterator[Opener]:
     yield open_backend
     for database in databases:
         database.close()
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture(params=BACKENDS)
