@@ -255,9 +255,12 @@ class HandlerPolicy(RestrictingNodeTransformer):
         """`import a.b` is allowed when the full dotted name is on the allow-list."""
         for alias in node.names:
             bound = alias.asname or alias.name.split(".")[0]
-            self._bindings[bound] += 1
-            if self._check_module(node, alias.name) and not self._scopes:
-                self._modules[bound] = alias.name if alias.asname else bound
+            module = alias.name if alias.asname else bound
+            tracked = self._check_module(node, alias.name) and not self._scopes
+            if not (tracked and self._modules.get(bound) == module):
+                self._bindings[bound] += 1  # importing the same module again binds nothing new
+            if tracked:
+                self._modules[bound] = module
         return super().visit_Import(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:

@@ -212,6 +212,8 @@ MODULE_READS = [
                 "time.sleep is not available in handlers: they cannot start threads"),
     module_case("written-to", "import json\njson.extra = 1\n",
                 "json.extra is not available in handlers"),
+    module_case("module-imported-twice", "import urllib\nimport urllib.parse\ndef h(p):\n"
+                "    return urllib.request\n", "urllib.request is not available in handlers"),
     module_case("offered-names-compile", "import urllib.parse\nimport json\ndef h(p):\n"
                 "    return [urllib.parse.quote(' '), json.dumps(1), urllib.parse]\n", None),
     module_case("parameter-shadows-module", "import json\ndef h(json):\n    return json.foo\n",
