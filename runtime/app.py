@@ -18,6 +18,7 @@ import itertools
 import marshal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from handlerbox.runtime import protocol
 from handlerbox.runtime.deadline import execution_timeout
