@@ -74,8 +74,8 @@ def _doctor(args: argparse.Namespace) -> int:
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         return report_problems([f"--require: unknown isolation layer{plural} "
-                                 f"{', '.join(unknown)}; the known layers are "
-                                 f"{', '.join(LAYERS)}"], args.json, code="bad_input")
+                                f"{', '.join(unknown)}; the known layers are "
+                                f"{', '.join(LAYERS)}"], args.json, code="bad_input")
     with Engine(workers=1, spares=0) as engine:
         layers, start = engine.isolation(), engine.worker_start_ms()
     missing = [name for name in required if layers.get(name) != "active"]

@@ -10,7 +10,9 @@
     no_new_privs  PR_SET_NO_NEW_PRIVS
     rlimits       AS, CPU, CORE, FSIZE, NOFILE, NPROC with soft = hard
     landlock      read-only access to the interpreter's files, nothing else
-    seccomp       no sockets, processes, threads, exec or ptrace
+    seccomp       an allow-list of the syscalls a worker needs; sockets, processes,
+                  threads, exec, ptrace and their kind kill it; the rest fail with EPERM
+                  (runtime.seccomp)
 
 Each layer reports "active" or why it is unavailable; a layer the operator requires makes
 the worker refuse to run when it cannot be applied.
@@ -27,7 +29,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from handlerbox.runtime import landlock, limits
+# proctitle is imported here, so in the zygote before any fork: its C extension links a
+# library outside the interpreter's trees, which Landlock hides from workers.
+from handlerbox.runtime import landlock, limits, proctitle  # noqa: F401
 from handlerbox.runtime.seccomp import Filter
 
 LAYERS = ("close_fds", "netns", "uid_drop", "pdeathsig", "no_new_privs", "rlimits",
