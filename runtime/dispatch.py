@@ -52,6 +52,8 @@ class Route:
     handler: str
     account_id: str
     request: bytes
+    secrets: tuple[str, ...] = ()
+    """The installation's secure iparam values: scrubbed from logs, errors and results."""
 
     def key(self, app: App) -> str:
         """The pool key: a worker serves one installation (an app in one account)."""
@@ -142,7 +144,8 @@ class Dispatcher:
     stopped: Any  # () -> bool: the engine was closed without draining
 
     def steps(self, app: App, route: Route, start: float) -> Steps:
-        ending = Ending(app, route.event, route.handler, route.account_id, start)
+        ending = Ending(app, route.event, route.handler, route.account_id, start,
+                        secrets=route.secrets)
         failure = "the workers died before they received the request"
         for _ in range(ATTEMPTS):
             try:
@@ -175,7 +178,8 @@ class Dispatcher:
                 continue
             except DeadlineReached:
                 worker.kill()
-                self.pool.release(worker, healthy=False)
+                # issue 14: a spare is bound to the installation now, off the next call's path
+                self.pool.release(worker, healthy=False, rebind=self._bind_request(app, route))
                 return ending.timed_out(worker.pid)
             except (ProtocolError, OSError) as exc:
                 worker.kill()
@@ -193,11 +197,14 @@ class Dispatcher:
         try:
             if lease.fresh:
                 worker.reader.max_bytes = self.max_reply
-                protocol.write_frame(worker.request_fd, app.bind_request(
-                    self.bind_limits, f"{app.name}/{route.account_id}"))
+                if not lease.bind_sent:  # issue 14: the pool bound it ahead (after a timeout)
+                    protocol.write_frame(worker.request_fd, self._bind_request(app, route))
             protocol.write_frame(worker.request_fd, route.request)
         except OSError as exc:  # EPIPE: the worker died before it got the request
             raise NotStarted() from exc
+
+    def _bind_request(self, app: App, route: Route) -> bytes:
+        return app.bind_request(self.bind_limits, f"{app.name}/{route.account_id}")
 
     def _finish(self, ending: Ending, worker: WorkerProcess,
                 message: dict[str, Any]) -> InvocationResult:

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from handlerbox.runtime import dispatch, faults, hostcalls, protocol
 from handlerbox.runtime.app import App, load_app
 from handlerbox.runtime.catalogue import EXTERNAL_EVENT, SCHEDULED_EVENT
@@ -575,7 +577,8 @@ class Engine:
             return Ending(app, event, handler, None, start).failed(
                 "invalid_payload", "PayloadError", str(exc))
         return Route(event, handler, checked.account_id,
-                     app.invoke_prefixes[handler] + encoded + b"}")
+                     app.invoke_prefixes[handler] + encoded + b"}",
+                     tuple(app.iparams.secure_values(checked.iparams)))
 
     def _route(self, app: App, payload: Payload, start: float) -> InvocationResult | Route:
         """Validate the payload and find its handler; a result when it cannot go further."""
@@ -596,7 +599,8 @@ class Engine:
             return Ending(app, event, None, account_id, start).failed(
                 "not_subscribed", "NotSubscribed",
                 f"{app.name} does not subscribe to {event} (it subscribes to {subscribed})")
-        return Route(event, handler, account_id, app.invoke_prefixes[handler] + encoded + b"}")
+        return Route(event, handler, account_id, app.invoke_prefixes[handler] + encoded + b"}",
+                     _secrets(app, payload))
 
 
 def _event_name(payload: Any) -> str:
@@ -610,6 +614,22 @@ def _event_name(payload: Any) -> str:
             return ""
     event = payload.get("event", "") if isinstance(payload, dict) else ""
     return event if isinstance(event, str) else ""
+
+
+def _secrets(app: App, payload: Payload) -> tuple[str, ...]:
+    """The secure iparam values in a product event's payload (none to look for unless the
+    app declares secure iparams: the hot path stays free of it)."""
+    if not app.iparams.secure_names:
+        return ()
+    if isinstance(payload, EventPayload):
+        iparams = payload.iparams
+    else:
+        try:
+            raw = orjson.loads(payload) if isinstance(payload, (bytes, bytearray)) else payload
+            iparams = raw.get("iparams") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return ()
+    return tuple(app.iparams.secure_values(iparams)) if isinstance(iparams, dict) else ()
 
 
 def _envelope_bytes(payload: EventPayload) -> int:

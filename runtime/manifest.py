@@ -21,8 +21,8 @@ _EVENT_NAME = re.compile(r"(on|after)[A-Z]\w*", re.ASCII)
 
 def _check_event_name(name: str) -> str:
     if not _EVENT_NAME.fullmatch(name):
-        raise ValueError("is not an event name: it must be 'on' (or 'after'), a capital letter, then "
-                         "letters, digits or '_' (like onCallCreate)")
+        raise ValueError("is not an event name: it must be 'on' (or 'after'), a capital "
+                         "letter, then letters, digits or '_' (like onCallCreate)")
     return name
 
 

@@ -20,6 +20,7 @@ from handlerbox.runtime.errors import (
     PeerClosed,
     ProtocolError,
 )
+from handlerbox.runtime.iparams import scrub, scrub_value
 from handlerbox.runtime.results import ErrorInfo, HostCallRecord, InvocationResult, Outcome
 from handlerbox.runtime.spawner import describe_status
 
@@ -45,6 +46,7 @@ class Ending:
     account_id: str | None
     start: float
     host_calls: list[HostCallRecord] | None = None
+    secrets: tuple[str, ...] = ()
 
     def result(self, outcome: Outcome, **fields: Any) -> InvocationResult:
         return InvocationResult.model_construct(
@@ -61,7 +63,9 @@ class Ending:
 
     def finished(self, reply: dict[str, Any], memory_limit_mb: int,
                  worker_pid: int) -> InvocationResult:
-        """A checked result message from the worker."""
+        """A checked result message from the worker; secure iparam values scrubbed."""
+        if self.secrets:
+            reply = _scrubbed(reply, self.secrets)
         common = {"logs": reply["logs"], "cpu_ms": reply["cpu_ms"],
                   "max_rss_kb": reply["max_rss_kb"], "worker_pid": worker_pid}
         status = reply["status"]
@@ -98,3 +102,14 @@ class Ending:
     def never_started(self, attempts: int, failure: str) -> InvocationResult:
         return self.failed(FAULT_OUTCOMES[NotStarted], "WorkerCrashed",
                            f"{attempts} attempts to start the handler failed: {failure}")
+
+
+def _scrubbed(reply: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
+    """The reply with every secure iparam value replaced in its logs, error and value: a
+    handler that prints or returns a secret must not show it to whoever reads results."""
+    reply = dict(reply, logs=scrub(reply["logs"], secrets))
+    if "value" in reply:
+        reply["value"] = scrub_value(reply["value"], secrets)
+    if isinstance(reply.get("error"), dict):
+        reply["error"] = {k: scrub(v, secrets) for k, v in reply["error"].items()}
+    return reply
