@@ -324,3 +324,15 @@ def test_huge_errors_and_escaped_log_floods_stay_within_the_protocol(engine: Eng
     flood = engine.dispatch(app, make_payload("onAgentUpdate"))
     assert flood.outcome == "ok" and flood.value == "done"
     assert flood.logs.endswith("more bytes dropped]\n") and "\x00" * 1000 in flood.logs
+
+
+def test_secure_iparams_never_reach_logs_errors_or_values(engine: Engine) -> None:
+    app = engine.load_app(APPS / "secure_iparams")
+    payload = {**make_payload("onTicketCreate"), "iparams": {"token": "s3cr3t-value",
+                                                             "name": "bob"}}
+    printed = engine.dispatch(app, payload)
+    assert printed.value == {"t": "********", "n": "bob"}
+    assert printed.logs == "token is ********\n"
+    failed = engine.dispatch(app, {**payload, "data": {"fail": True}})
+    assert failed.outcome == "handler_error" and "s3cr3t-value" not in failed.model_dump_json()
+    assert failed.error.message == "bad ********"
