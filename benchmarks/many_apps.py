@@ -65,7 +65,7 @@ class ManyApps:
                 info = process.memory_full_info()
                 role = ("host" if process.pid == me.pid else "zygote"
                         if process.ppid() == me.pid
-                        and "handlerbox.runtime.zygote" in process.cmdline()
+                        and "handlerbox zygote" in process.cmdline()
                         else "workers")
             except psutil.Error:
                 continue  # it exited meanwhile

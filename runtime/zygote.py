@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from handlerbox.runtime import faults, isolation, worker
+from handlerbox.runtime import faults, isolation, proctitle, worker
 from handlerbox.sandbox import modules
 from handlerbox.sandbox.runner import run_source
 
@@ -133,6 +133,7 @@ class Zygote:
         """In the child: its own process group, every isolation layer, then serve."""
         try:
             os.setsid()
+            proctitle.set_title("handlerbox worker (spare)")
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             report = self.layers.apply((request_fd, reply_fd), self.pid)
@@ -169,6 +170,7 @@ class Zygote:
 
 
 def main() -> None:
+    proctitle.set_title("handlerbox zygote")
     control = socket.socket(fileno=int(sys.argv[1]))
     settings = json.loads(sys.argv[2])
     sys.path[:] = [p for p in sys.path if p not in ("", os.sep)]  # -m put the cwd, "/", there

@@ -151,7 +151,7 @@ def _engine_descendants(since: float) -> list[ProcessInfo]:
     for process in psutil.Process().children(recursive=True):
         try:
             if (process.create_time() >= since and process.status() != psutil.STATUS_ZOMBIE
-                    and "handlerbox.runtime.zygote" in " ".join(process.cmdline())):
+                    and "handlerbox zygote" in " ".join(process.cmdline())):
                 found.append({"pid": process.pid, "status": str(process.status()),
                               "zygote": None})
         except psutil.Error:
