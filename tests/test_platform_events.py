@@ -249,6 +249,18 @@ def test_onappuninstall_can_block_and_keeps_everything(engine: Engine, app: App)
     assert run(engine, app, acc, ["db", "get", {"key": "kept"}]) == [{"value": 1}]
 
 
+@pytest.mark.parametrize("mode, outcome", [("fail", "handler_error"), ("malformed", "ok")])
+def test_a_failing_onappuninstall_cannot_keep_the_installation(engine: Engine, app: App,
+                                                               mode: str, outcome: str) -> None:
+    acc = account()
+    install(engine, app, acc, mode=mode)
+    run(engine, app, acc, ["db", "set", {"key": "gone-soon", "value": 1}])
+    result = engine.uninstall(app, acc)
+    assert result is not None and result.outcome == outcome
+    assert engine.installation(app.name, acc) is None
+    assert run(engine, app, acc, ["db", "get", {"key": "gone-soon"}])[0]["status"] == 404
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: uninstall retires the worker-key prefix "
                    "'<app key>/<account_id>' forever (runtime/pool.py Pool.retire adds it to "
                    "_retired and release() drops every worker whose key starts with it): after "
@@ -613,6 +625,17 @@ def test_cli_set_up_event_prints_allow_and_the_store_is_kept(tmp_path: Path) -> 
     second = cli(app, "--event", "onAppInstall", "--store", store)
     assert second.returncode == 1
     assert "409" in second.stderr and "already exists" in second.stderr
+    # the other event kinds run against the installation the store keeps
+    body = tmp_path / "body.json"
+    body.write_text('{"ack_ticket": 101, "by": "bob"}')
+    external = cli(app, "--event", "onExternalEvent", "--body", body, "--header", "X-Sig: 1",
+                   "--store", store)
+    assert external.returncode == 0, external.stderr
+    assert "that ticket was never posted" in external.stdout
+    fired = cli(app, "--event", "onScheduledEvent", "--schedule", "daily-summary", "--store",
+                store)
+    assert fired.returncode == 0, fired.stderr
+    assert "schedule daily-summary fired" in fired.stdout and '"summary"' in fired.stdout
     # --reset-store empties it
     third = cli(app, "--event", "onAppInstall", "--store", store, "--reset-store")
     assert third.returncode == 0, third.stderr

@@ -71,8 +71,13 @@ def after_update(payload):
 
 
 def on_uninstall(payload):
-    if payload["iparams"].get("mode") == "keep":
+    mode = payload["iparams"].get("mode")
+    if mode == "keep":
         return {"allow": False, "message": "Still in use"}
+    if mode == "fail":
+        raise ValueError("uninstall exploded on purpose")
+    if mode == "malformed":
+        return "maybe"
     return {"allow": True}
 
 
