@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     devrun.add_parser(commands)
+    __import__("handlerbox.runtime.serve", fromlist=["add_parser"]).add_parser(commands)
 
     validate = commands.add_parser("validate", help="report every problem in an app at once")
     validate.add_argument("app", type=Path)
