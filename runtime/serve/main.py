@@ -60,7 +60,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def build(config: ServeConfig, sock: socket.socket) -> _Server:
-    app = create_app(config)
+    # The port the socket got (port 0 picks one): webhook URLs must name it.
+    app = create_app(config.model_copy(update={"port": sock.getsockname()[1]}))
     door: FrontDoor = app.state.door
     uv_config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", server_header=False,
