@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from handlerbox.runtime.errors import ConfigError
 from handlerbox.runtime.validation import EdgeModel, NonEmpty, problems
@@ -28,6 +29,13 @@ class EngineConfig(EdgeModel):
     prefixes webhook target URLs; outbound requests may reach private addresses only in
     `allow_networks` (CIDRs, e.g. "127.0.0.1/32" for development) and use http only for
     `allow_http_hosts`.
+
+    Fairness and density (runtime.pool): `workers` counts dispatches *running* at once; idle
+    warm workers do not count, and stay warm while their memory (USS: pages shared with the
+    zygote count once, there) fits `idle_memory_mb`, the least recently used evicted beyond
+    it. `max_concurrency_per_app` and `max_concurrency_per_installation` cap the dispatches
+    one app, or one installation, may run at once (None: the budget); waiting dispatches are
+    served round-robin across apps.
     """
 
     workers: int = Field(default=2, ge=1)
@@ -49,6 +57,29 @@ class EngineConfig(EdgeModel):
     webhook_base_url: str = "http://127.0.0.1:8080"
     allow_networks: list[str] = Field(default_factory=list)
     allow_http_hosts: list[str] = Field(default_factory=list)
+    # issue 14: fairness and density (read by runtime.pool.Pool.from_config)
+    max_concurrency_per_app: int | None = Field(default=None, ge=1)
+    max_concurrency_per_installation: int | None = Field(default=None, ge=1)
+    idle_memory_mb: int = Field(default=512, ge=0)
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP network: write a CIDR like "
+                                 "127.0.0.1/32 or ::1/128") from None
+        return networks
+
+    @field_validator("webhook_base_url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or url.endswith("/"):
+            raise ValueError("must be an http(s) URL without a trailing slash, like "
+                             "https://hooks.example.com")
+        return url
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> EngineConfig:

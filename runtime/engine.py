@@ -102,17 +102,39 @@ class Engine:
         if unknown:
             raise ConfigError(f"config.require: unknown isolation layers {unknown}; "
                               f"known: {', '.join(LAYERS)}")
+        # Everything that can fail on settings comes before any process is started.
+        self._closed = False  # no new dispatches
+        self._stopped = False  # workers and zygote gone
+        self._stop_when_idle = False  # close() from an event loop's thread with work in flight
+        self._inflight = 0
+        self._inflight_done = threading.Condition()
+        self._apps: dict[str, App] = {}  # the version of each app that new events go to
+        self.on_result: Callable[[InvocationResult], None] | None = None
+        """Called with the result of every scheduled event (they have no caller)."""
+        self.database = Database(config.database)
+        try:
+            services = hostcalls.Services(self._services())
+        except BaseException:
+            self.database.close()
+            raise
+        self._fired = ThreadPoolExecutor(max_workers=config.workers,
+                                         thread_name_prefix="handlerbox-scheduled")
         self._spawner = Spawner({
             "enabled": config.isolation, "require": list(config.require),
             "probes": allow_probes, "fault": inject_fault, "rlimits": {
                 "memory_bytes": config.memory_limit_mb << 20,
                 "cpu_seconds": config.worker_cpu_seconds, "core_bytes": 0, "file_bytes": 0,
                 "open_files": 32, "processes": 0}})
-        report = self._spawner.start()["layers"]
+        try:
+            report = self._spawner.start()["layers"]
+        except BaseException:
+            self._release_services()
+            raise
         missing = [f"{name}: {report.get(name, 'unknown')}" for name in config.require
                    if report.get(name) != ACTIVE]
         if missing:
             self._spawner.close()
+            self._release_services()
             raise IsolationError("required isolation layers cannot be applied on this "
                                  "machine:\n" + "\n".join(missing))
         self._pool = Pool(self._spawner, budget=config.workers, spares=spares,
@@ -121,20 +143,9 @@ class Engine:
                           # half the CPU rlimit: a worker is replaced long before it bites
                           recycle_cpu_ms=config.worker_cpu_seconds * 500.0,
                           recycle_rss_kb=config.recycle_rss_mb << 10)
-        self.database = Database(config.database)
-        self._closed = False  # no new dispatches
-        self._stopped = False  # workers and zygote gone
-        self._stop_when_idle = False  # close() from an event loop's thread with work in flight
-        self._inflight = 0
-        self._inflight_done = threading.Condition()
         # JSON escaping can make a logged character 6 bytes; errors are clipped in the worker.
-        self._apps: dict[str, App] = {}  # the version of each app that new events go to
-        self._fired = ThreadPoolExecutor(max_workers=config.workers,
-                                         thread_name_prefix="handlerbox-scheduled")
-        self.on_result: Callable[[InvocationResult], None] | None = None
-        """Called with the result of every scheduled event (they have no caller)."""
         self._dispatcher = Dispatcher(
-            pool=self._pool, services=hostcalls.Services(self._services()),
+            pool=self._pool, services=services,
             bind_limits={"max_log_bytes": config.max_log_bytes,
                          "max_result_bytes": config.max_result_bytes},
             max_reply=config.max_result_bytes + 6 * config.max_log_bytes + (256 << 10),
@@ -143,13 +154,21 @@ class Engine:
         if config.scheduler:
             self.scheduler.start()
 
+    def _release_services(self) -> None:
+        self._fired.shutdown(wait=False)
+        self.requests.close()
+        self.database.close()
+
     def _services(self) -> dict[str, Any]:
         """The services handlers may call, over the engine's database."""
         config = self.config
         self.store = KVStore.sqlite(self.database)
         self.webhooks = WebhookTokens(SQLiteTokenBackend(self.database))
         self.schedules = SQLiteSchedules(self.database)
-        self.scheduler = Scheduler(self.schedules, fire=self._schedule_due)
+        # It claims only occurrences of apps loaded here: others stay stored for an engine
+        # that runs them (or this one, once they are loaded).
+        self.scheduler = Scheduler(self.schedules, fire=self._schedule_due,
+                                   apps=lambda: list(self._apps))
         schedule_service = ScheduleService(
             self.schedules, ScheduleLimits(min_lead_seconds=config.schedule_min_lead_seconds,
                                            min_period_seconds=config.schedule_min_period_seconds),
@@ -195,9 +214,13 @@ class Engine:
         Called from a running event loop's thread while dispatches are in flight, close()
         cannot wait (they need this very loop to finish): it returns at once and the engine
         stops when the last of them ends. `await engine.aclose()` waits instead."""
+        on_loop = _on_event_loop()
+        self.scheduler.stop()  # claims nothing more; what it claimed is dispatched below
+        if drain and not on_loop:
+            self._fired.shutdown(wait=True)
         with self._inflight_done:
             self._closed = True
-            if drain and self._inflight and _on_event_loop():
+            if drain and self._inflight and on_loop:
                 self._stop_when_idle = True
                 return
             while drain and self._inflight:
@@ -206,6 +229,10 @@ class Engine:
 
     async def aclose(self, drain: bool = True) -> None:
         """`close` for asyncio: waits for the drain without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.scheduler.stop)
+        if drain:
+            await loop.run_in_executor(None, self._fired.shutdown, True)
         with self._inflight_done:
             self._closed = True
             if not (drain and self._inflight):
@@ -228,8 +255,7 @@ class Engine:
         self._fired.shutdown(wait=False, cancel_futures=True)
         self._pool.close()
         self._spawner.close()
-        self.requests.close()
-        self.database.close()
+        self._release_services()
 
     def _enter(self) -> None:
         with self._inflight_done:
@@ -365,11 +391,15 @@ class Engine:
         SetupFailed (its handler failed: the installation is refused)."""
         if self.installs.get(app.name, account_id) is not None:
             raise InstallationExists(f"{app.name} is already installed in {account_id}")
+        self._check_open()
         checked = app.check_iparams(iparams or {})
+        now = time.time()
         candidate = Installation.build(app=app.name, account_id=account_id, version=app.version,
-                                       domain=domain, region=region, iparams=checked)
+                                       domain=domain, region=region, iparams=checked,
+                                       created_at=now, updated_at=now)
         answer, result = self._setup_event(app, candidate, "onAppInstall")
         if not answer.allow:
+            self._purge(candidate.scope)  # what the refused handler stored goes with it
             if answer.malformed or (result is not None and not result.ok):
                 raise SetupFailed(_setup_failure(app, "onAppInstall", answer, result))
             raise SetupBlocked(answer.message)
@@ -381,6 +411,7 @@ class Engine:
                             ) -> tuple[Installation, InvocationResult | None]:
         """Update an installation's iparams and move it to `app`'s version, then run
         afterAppUpdate (its result is returned; it cannot undo the update)."""
+        self._check_open()
         current = self._installed(app.name, account_id)
         checked = app.check_iparams(iparams if iparams is not None else current.iparams)
         updated = self.installs.update(app.name, account_id, iparams=checked,
@@ -392,23 +423,33 @@ class Engine:
         """Run onAppUninstall (when subscribed): a well-formed block keeps the installation
         (SetupBlocked); otherwise, even when the handler fails, the installation goes, with
         its stored data, schedules and webhook targets. Returns the handler's result."""
+        self._check_open()
         installation = self._installed(app.name, account_id)
         answer, result = self._setup_event(app, installation, "onAppUninstall")
         if not answer.allow and not answer.malformed and (result is None or result.ok):
             raise SetupBlocked(answer.message)
-        scope = installation.scope
-        self.store.purge(scope)
-        self._schedule_service.purge(scope)
-        self.webhooks.revoke_all(scope)
+        self._purge(installation.scope)
         self.installs.remove(app.name, account_id)
         self._pool.retire(f"{app.key}/{account_id}")
         return result
 
+    def _purge(self, scope: Scope) -> None:
+        """An installation's stored data, schedules and webhook targets, gone."""
+        self.store.purge(scope)
+        self._schedule_service.purge(scope)
+        self.webhooks.revoke_all(scope)
+
     def installation(self, app_name: str, account_id: str) -> Installation | None:
+        self._check_open()
         return self.installs.get(app_name, account_id)
 
     def installations(self, app_name: str | None = None) -> list[Installation]:
+        self._check_open()
         return self.installs.list(app_name)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosed("the engine is closed (or closing)")
 
     def _installed(self, app_name: str, account_id: str) -> Installation:
         found = self.installs.get(app_name, account_id)
@@ -473,6 +514,7 @@ class Engine:
         """Run onExternalEvent for the installation a webhook token belongs to, with the
         request's body (at most 100 KB; JSON is decoded, other text passed as a string) and
         headers. None when the token is unknown or revoked."""
+        self._check_open()
         found = self._external_route(token, body, headers or {}, time.monotonic())
         if found is None:
             return None
@@ -486,6 +528,7 @@ class Engine:
     async def external_event_async(self, token: str, body: bytes,
                                    headers: dict[str, str] | None = None
                                    ) -> InvocationResult | None:
+        self._check_open()
         found = self._external_route(token, body, headers or {}, time.monotonic())
         if found is None:
             return None
@@ -522,6 +565,7 @@ class Engine:
     def fire_schedule(self, app: App, account_id: str, name: str) -> InvocationResult:
         """Run onScheduledEvent now with a stored schedule's data (the CLI's simulation);
         the schedule itself is left as it is."""
+        self._check_open()
         stored = self._schedule_service.call(Scope(app.name, account_id), "fetch",
                                              {"name": name}, time.monotonic() + 5)
         occurrence = Occurrence(app.name, account_id, name, stored["data"], int(time.time()))
@@ -600,7 +644,19 @@ class Engine:
                 "not_subscribed", "NotSubscribed",
                 f"{app.name} does not subscribe to {event} (it subscribes to {subscribed})")
         return Route(event, handler, account_id, app.invoke_prefixes[handler] + encoded + b"}",
-                     _secrets(app, payload))
+                     self._secrets(app, account_id, payload))
+
+    def _secrets(self, app: App, account_id: str, payload: Payload) -> tuple[str, ...]:
+        """The secure iparam values a product event's result must not show: the payload's
+        and the stored installation's (templates are filled from the latter). None to look
+        for unless the app declares secure iparams: the hot path stays free of this."""
+        if not app.iparams.secure_names:
+            return ()
+        found = set(_payload_secrets(app, payload))
+        installation = self.installs.get(app.name, account_id)
+        if installation is not None:
+            found.update(app.iparams.secure_values(installation.iparams))
+        return tuple(sorted(found, key=len, reverse=True))
 
 
 def _event_name(payload: Any) -> str:
@@ -616,11 +672,8 @@ def _event_name(payload: Any) -> str:
     return event if isinstance(event, str) else ""
 
 
-def _secrets(app: App, payload: Payload) -> tuple[str, ...]:
-    """The secure iparam values in a product event's payload (none to look for unless the
-    app declares secure iparams: the hot path stays free of it)."""
-    if not app.iparams.secure_names:
-        return ()
+def _payload_secrets(app: App, payload: Payload) -> tuple[str, ...]:
+    """The secure iparam values in a product event's payload."""
     if isinstance(payload, EventPayload):
         iparams = payload.iparams
     else:

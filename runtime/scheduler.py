@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import TracebackType
 
 from handlerbox.runtime.services.base import Clock
@@ -47,11 +47,13 @@ class Scheduler:
 
     def __init__(self, backend: ScheduleBackend, fire: Callable[[Occurrence], None],
                  clock: Clock = time.time, max_wait: float = 0.5, batch: int = 100,
-                 on_lag: Callable[[Occurrence, float], None] | None = None) -> None:
+                 on_lag: Callable[[Occurrence, float], None] | None = None,
+                 apps: Callable[[], Collection[str]] | None = None) -> None:
         if max_wait <= 0 or batch < 1:
             raise ValueError("max_wait must be positive and batch at least 1")
         self.backend, self.fire, self.clock = backend, fire, clock
         self.max_wait, self.batch, self.on_lag = max_wait, batch, on_lag
+        self.apps = apps  # the apps this scheduler can run: it claims only theirs
         self.last_lag_seconds: float | None = None
         self.fired = self.fire_errors = self.store_errors = 0
         self._wakeup = threading.Event()
@@ -110,11 +112,12 @@ class Scheduler:
 
     def _tick(self) -> float:
         """Fire what is due now; return how long to sleep before looking again."""
-        due = self.backend.next_due()
+        apps = None if self.apps is None else self.apps()
+        due = self.backend.next_due(apps)
         now = self.clock()
         if due is None or due > now:
             return self.max_wait if due is None else min(self.max_wait, due - now)
-        claimed = self.backend.claim_due(now, self.batch)
+        claimed = self.backend.claim_due(now, self.batch, apps)
         for occurrence in claimed:  # all of them, even if stop() came: claimed means ours
             self._fire(occurrence)
         return 0.0 if claimed else _RECHECK_S

@@ -76,8 +76,17 @@ SIGNATURES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "webhook": {"generate_target_url": (), "revoke": ("url",)},
 }
-"""Each service's operations and their parameters, positional in this order or by keyword;
-arguments left as None are not sent, so the service's defaults apply."""
+"""Each service's operations and their parameters, positional in this order or by keyword.
+Optional arguments left as None are not sent, so the service's defaults apply; a required
+one (REQUIRED) is sent as given, so `db.set(key, None)` stores null."""
+
+REQUIRED: dict[tuple[str, str], int] = {
+    ("db", "set"): 2, ("db", "get"): 1, ("db", "delete"): 1, ("db", "update"): 3,
+    ("request", "invoke"): 1, ("schedule", "create"): 1, ("schedule", "fetch"): 1,
+    ("schedule", "update"): 1, ("schedule", "delete"): 1, ("schedule", "pause"): 1,
+    ("schedule", "resume"): 1, ("webhook", "revoke"): 1,
+}
+"""How many leading parameters of each operation are required."""
 
 
 def _operation(service: str, operation: str, params: tuple[str, ...]) -> Callable[..., Any]:
@@ -87,11 +96,14 @@ def _operation(service: str, operation: str, params: tuple[str, ...]) -> Callabl
                             f"({', '.join(params) or 'none'})")
         sent = dict(zip(params, args, strict=False))
         for name, value in kwargs.items():
+            if type(name) is not str:  # `**{key: v}` with a str subclass: its __eq__ is code
+                raise TypeError(f"{service}.{operation}() keywords must be plain strings")
             if name in sent:
                 raise TypeError(f"{service}.{operation}() got {name} twice")
             sent[name] = value
+        required = params[:REQUIRED.get((service, operation), 0)]
         return _transport[0](service, operation,
-                             {k: v for k, v in sent.items() if v is not None})
+                             {k: v for k, v in sent.items() if v is not None or k in required})
 
     call.__name__ = call.__qualname__ = operation
     call.__doc__ = f"{service}.{operation}({', '.join(params)})"

@@ -5,7 +5,7 @@ on one file), and the `handlerbox run` CLI as a subprocess.
 
 The app is tests/apps/platform_hub; its set-up answers follow the `mode` iparam. Where a test
 needs an installation but is not about installing, it is written with `engine.installs.add`
-(as `handlerbox run` does): Engine.install itself is broken (see the first xfail below)."""
+(as `handlerbox run` does)."""
 
 from __future__ import annotations
 
@@ -37,10 +37,6 @@ REPO = Path(__file__).parent.parent
 SECRET = "sekrit-api-key-7f3a9c"
 _accounts = itertools.count(1)
 
-INSTALL_BUG = ("BUG: Engine.install always raises InstallationError 'installation.created_at: "
-               "is required' (runtime/engine.py install builds the candidate with "
-               "Installation.build(...) without created_at/updated_at), so no app can be "
-               "installed through the engine and onAppInstall never runs")
 
 
 def account() -> str:
@@ -82,7 +78,6 @@ def app(engine: Engine) -> App:
 
 # -- install, iparams and onAppInstall ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=INSTALL_BUG)
 def test_install_stores_the_checked_iparams(engine: Engine, app: App) -> None:
     acc = account()
     installed = engine.install(app, acc, domain="acme.freshdesk.com", region="EU",
@@ -109,7 +104,6 @@ def test_install_refuses_iparams_that_do_not_fit_without_quoting_secure_values(
     assert SECRET not in text
 
 
-@pytest.mark.xfail(strict=True, reason=INSTALL_BUG)
 def test_onappinstall_can_block_with_its_message(engine: Engine, app: App) -> None:
     acc = account()
     with pytest.raises(SetupBlocked) as caught:
@@ -118,7 +112,6 @@ def test_onappinstall_can_block_with_its_message(engine: Engine, app: App) -> No
     assert engine.installation(app.name, acc) is None
 
 
-@pytest.mark.xfail(strict=True, reason=INSTALL_BUG)
 @pytest.mark.parametrize("mode, says", [
     ("fail", "ValueError: set-up exploded on purpose"),
     ("malformed", "malformed answer"),
@@ -132,7 +125,6 @@ def test_a_failed_or_malformed_onappinstall_refuses_the_install(engine: Engine, 
     assert engine.installation(app.name, acc) is None
 
 
-@pytest.mark.xfail(strict=True, reason=INSTALL_BUG)
 @pytest.mark.parametrize("mode", ["allow", "none"])
 def test_onappinstall_allows_with_none_or_allow(engine: Engine, app: App, mode: str) -> None:
     acc = account()
@@ -140,11 +132,6 @@ def test_onappinstall_allows_with_none_or_allow(engine: Engine, app: App, mode: 
     assert engine.installation(app.name, acc) is not None
 
 
-@pytest.mark.xfail(strict=True, reason=INSTALL_BUG + "; and BUG: a refused install keeps what "
-                   "its onAppInstall stored: keys, schedules and webhook tokens written for the "
-                   "account stay (engine.install purges nothing on SetupBlocked/SetupFailed), "
-                   "a later installation of the account inherits them, and the orphan "
-                   "schedules fire for an account that is not installed")
 def test_a_refused_install_leaves_nothing_behind(engine: Engine, app: App) -> None:
     acc = account()
     with pytest.raises(SetupBlocked):
@@ -194,7 +181,6 @@ def test_secure_iparams_stay_out_of_installation_reprs(engine: Engine, app: App)
                                                     "api_key": "********"}
 
 
-@pytest.mark.xfail(strict=True, reason=INSTALL_BUG)
 def test_a_failed_onappinstall_does_not_leak_secure_iparams(engine: Engine, app: App) -> None:
     with pytest.raises(SetupFailed) as caught:
         engine.install(app, account(), domain="acme.freshdesk.com",
@@ -524,12 +510,6 @@ def test_a_schedule_fires_once_across_a_restart_before_it_is_due(tmp_path: Path)
     assert got[0][1].value["schedule"]["due"] == due
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an occurrence that came due while no engine ran "
-                   "is lost at restart: Engine.__init__ starts the scheduler before any app "
-                   "can be loaded, it claims (deletes) the due occurrence at once, and "
-                   "Engine._schedule_due drops it because the app is not loaded yet (same "
-                   "when close() drains: _closed is set, the scheduler keeps claiming, "
-                   "occurrences are dropped)")
 def test_a_schedule_due_while_the_engine_was_down_fires_after_restart(tmp_path: Path) -> None:
     database = str(tmp_path / "down.sqlite3")
     acc = account()
@@ -583,11 +563,6 @@ def test_fire_schedule_runs_a_stored_schedule_now_and_keeps_it(engine: Engine,
 
 # -- after close ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG: after close(), external_event (and install, "
-                   "uninstall, update_installation, fire_schedule) raise sqlite3."
-                   "ProgrammingError 'Cannot operate on a closed database' instead of "
-                   "EngineClosed: they read the store before Engine._enter checks _closed "
-                   "(runtime/engine.py _external_route, install, ...)")
 @pytest.mark.parametrize("call", ["external_event", "uninstall", "fire_schedule"])
 def test_calls_after_close_raise_engine_closed(tmp_path: Path, call: str) -> None:
     from handlerbox.runtime.errors import EngineClosed

@@ -36,7 +36,7 @@ from handlerbox.runtime.services.schedules import (
 )
 from handlerbox.runtime.services.schedules_redis import RedisSchedules
 from handlerbox.runtime.services.sqlite import Database
-from tests.redis_server import redis_server, unique_prefix  # noqa: F401
+from tests.redis_server import redis_server_fixture, unique_prefix  # noqa: F401
 
 NOW = 1_900_000_000  # 2030-03-17T17:46:40Z, whole seconds
 MIN = 60
@@ -643,11 +643,11 @@ class FlakyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def next_due(self) -> float | None:
+    def next_due(self, apps: Any = None) -> float | None:
         self.calls += 1
         if self.calls == 1:
             raise OSError("disk I/O error")
-        return self.inner.next_due()
+        return self.inner.next_due(apps)
 
 
 def test_a_failing_store_is_logged_and_retried(

@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -188,11 +188,13 @@ class ScheduleBackend(Protocol):
     def purge(self, scope: Scope) -> int:
         """Delete all of an installation's schedules (uninstall); how many there were."""
 
-    def claim_due(self, now: float, limit: int) -> list[Occurrence]:
-        """Claim up to `limit` unpaused occurrences due at `now`, earliest first."""
+    def claim_due(self, now: float, limit: int,
+                  apps: Collection[str] | None = None) -> list[Occurrence]:
+        """Claim up to `limit` unpaused occurrences due at `now`, earliest first; only of
+        `apps` when given (an engine claims only what it can run)."""
 
-    def next_due(self) -> float | None:
-        """The earliest next_run of an unpaused schedule, or None."""
+    def next_due(self, apps: Collection[str] | None = None) -> float | None:
+        """The earliest next_run of an unpaused schedule (of `apps` when given), or None."""
 
 
 _SCHEMA = """
@@ -205,6 +207,14 @@ CREATE TABLE IF NOT EXISTS schedules (
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_run) WHERE paused = 0;
 """
 _FIELDS = "name, data, schedule_at, time_unit, frequency, next_run, paused, created"
+
+
+def _only_apps(apps: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    """A SQL condition on the app column, and its parameters (none when apps is None)."""
+    if apps is None:
+        return "", ()
+    names = tuple(sorted(apps))
+    return f" AND app IN ({', '.join('?' * len(names))})", names
 
 
 def _row(row: tuple[Any, ...]) -> Schedule:
@@ -289,13 +299,15 @@ class SQLiteSchedules:
             return conn.execute("DELETE FROM schedules WHERE installation = ?",
                                 (scope.installation,)).rowcount
 
-    def claim_due(self, now: float, limit: int) -> list[Occurrence]:
+    def claim_due(self, now: float, limit: int,
+                  apps: Collection[str] | None = None) -> list[Occurrence]:
         claimed: list[tuple[str, str, str, str, int, int]] = []
+        only, names = _only_apps(apps)
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT installation, app, account_id, name, data, time_unit, frequency,"
-                " next_run FROM schedules WHERE paused = 0 AND next_run <= ?"
-                " ORDER BY next_run LIMIT ?", (now, max(limit, 0))).fetchall()
+                f" next_run FROM schedules WHERE paused = 0 AND next_run <= ?{only}"
+                " ORDER BY next_run LIMIT ?", (now, *names, max(limit, 0))).fetchall()
             for key, app, account, name, data, unit, frequency, next_run in rows:
                 period = None if unit is None else UNITS[unit] * frequency
                 due, missed, new_next = claim(next_run, period, now)
@@ -309,9 +321,10 @@ class SQLiteSchedules:
         return [Occurrence(app, account, name, json.loads(data), due, missed)
                 for app, account, name, data, due, missed in claimed]
 
-    def next_due(self) -> float | None:
+    def next_due(self, apps: Collection[str] | None = None) -> float | None:
+        only, names = _only_apps(apps)
         row = self.db.connection().execute(
-            "SELECT MIN(next_run) FROM schedules WHERE paused = 0").fetchone()
+            f"SELECT MIN(next_run) FROM schedules WHERE paused = 0{only}", names).fetchone()
         return None if row[0] is None else float(row[0])
 
     def _get(self, key: str, name: str) -> Schedule | None:
@@ -378,10 +391,12 @@ class MemorySchedules:
                 del self._rows[key]
             return len(doomed)
 
-    def claim_due(self, now: float, limit: int) -> list[Occurrence]:
+    def claim_due(self, now: float, limit: int,
+                  apps: Collection[str] | None = None) -> list[Occurrence]:
         with self._lock:
-            due = sorted((s.next_run, key) for key, (_, s) in self._rows.items()
-                         if not s.paused and s.next_run <= now)[:max(limit, 0)]
+            due = sorted((s.next_run, key) for key, (scope, s) in self._rows.items()
+                         if not s.paused and s.next_run <= now
+                         and (apps is None or scope.app in apps))[:max(limit, 0)]
             claimed = []
             for _, key in due:
                 scope, s = self._rows[key]
@@ -394,10 +409,10 @@ class MemorySchedules:
                                           json.loads(s.data), at, missed))
             return claimed
 
-    def next_due(self) -> float | None:
+    def next_due(self, apps: Collection[str] | None = None) -> float | None:
         with self._lock:
-            return min((float(s.next_run) for _, s in self._rows.values() if not s.paused),
-                       default=None)
+            return min((float(s.next_run) for scope, s in self._rows.values()
+                        if not s.paused and (apps is None or scope.app in apps)), default=None)
 
     def _count(self, scope: Scope, kind: str) -> int:
         return sum(1 for key, (_, s) in self._rows.items()
