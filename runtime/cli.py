@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     devrun.add_parser(commands)
     __import__("handlerbox.runtime.serve", fromlist=["add_parser"]).add_parser(commands)
+    __import__("handlerbox.runtime.cluster.worker", fromlist=["add_parser"]).add_parser(commands)
 
     validate = commands.add_parser("validate", help="report every problem in an app at once")
     validate.add_argument("app", type=Path)

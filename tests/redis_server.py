@@ -1,7 +1,7 @@
 """A real redis-server for the tests: a child process on a free loopback port, no persistence,
 killed by its pid. No untrusted input.
 
-    with RedisServer() as server:          # or the `redis_url` fixture below
+    with RedisServer() as server:          # or the `redis_server` fixture below
         server.url                          # redis://127.0.0.1:PORT/0
 
 It listens on 127.0.0.1 only (`--bind 127.0.0.1 --protected-mode yes`), keeps nothing on
@@ -97,18 +97,14 @@ class RedisServer:
         self.kill()
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A redis-server for the whole session (one per test module that imports this)."""
+@pytest.fixture(scope="session", name="redis_server")
+def redis_server_fixture() -> Iterator[RedisServer]:
+    """A redis-server for the whole session, as the fixture `redis_server` (import this
+    function into a test module; it is named apart so the import never shadows a parameter)."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with RedisServer() as server:
         yield server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
 
 
 def unique_prefix() -> str:

@@ -31,7 +31,7 @@ from handlerbox.runtime.services.kv import (
 )
 from handlerbox.runtime.services.kv_redis import RedisKV
 from handlerbox.runtime.services.sqlite import Database
-from tests.redis_server import RedisServer, redis_server, unique_prefix  # noqa: F401
+from tests.redis_server import RedisServer, redis_server_fixture, unique_prefix  # noqa: F401
 
 A = Scope("app", "1")
 B = Scope("app", "2")  # same app, another account

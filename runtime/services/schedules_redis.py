@@ -5,19 +5,22 @@ Layout: schedules are spread over `buckets` by a stable hash of the installation
 of a bucket shares the hash tag `{b}`, so each step below touches one slot (Redis Cluster
 ready) and buckets spread the load over a cluster's nodes.
 
-    {prefix}sch:{b}          hash  "<installation>\\n<name>" -> the schedule as JSON
-    {prefix}sch:{b}:due      zset  same field -> next_run, for unpaused schedules only
-    {prefix}sch:{b}:count    hash  "<installation>\\n<kind>" -> how many (the quotas)
+    {prefix}sch:{b}              hash  "<installation>\\n<name>" -> the schedule as JSON
+    {prefix}sch:{b}:due:<app>    zset  same field -> next_run, unpaused schedules of <app>
+    {prefix}sch:{b}:count        hash  "<installation>\\n<kind>" -> how many (the quotas)
+    {prefix}sch:apps             set   the apps that ever had a schedule (an index only)
 
-A name cannot hold a newline (schedules.NAME), so the field splits at its last one.
+A name cannot hold a newline (schedules.NAME), so the field splits at its last one. The due
+sets are per app because an engine claims only the apps it runs (`apps=`): it reads the
+sets of its apps, never pages through other apps' due entries.
 
 Why this claim: an occurrence is claimed by ONE Lua script that re-reads the schedule's
 score, checks it is still due, and removes the one-time schedule or moves the recurring one
 to its next slot before returning it. A Redis script runs atomically, so two schedulers that
 both saw a due field cannot both claim it: the second finds it gone or moved. This is the
 SQLite backend's BEGIN IMMEDIATE claim, without locks or leases to expire, and without
-holding anything across a network round trip. `claim_due` first peeks every bucket
-(read-only), merges the candidates earliest first, then claims them bucket by bucket; a
+holding anything across a network round trip. `claim_due` first peeks every (bucket, app)
+due set (read-only), merges the candidates earliest first, then claims them set by set; a
 peeked field another scheduler took meanwhile is simply skipped. Like SQLite, an occurrence
 whose claimer dies before handing it off is lost (at most once); the cluster's fire step is
 one enqueue whose message id is the occurrence key, so a duplicate enqueue cannot run twice.
@@ -31,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
@@ -120,9 +123,15 @@ class RedisSchedules(ScheduleBackend):
         digest = hashlib.sha1(installation.encode("utf-8", "surrogatepass")).digest()
         return int.from_bytes(digest[:8], "big") % self.buckets
 
-    def _keys(self, bucket: int) -> tuple[str, str, str]:
+    def _keys(self, bucket: int, app: str) -> tuple[str, str, str]:
+        """(rows, the app's due set, counts) of a bucket: one hash slot."""
         rows = f"{self.prefix}sch:{{{bucket}}}"
-        return rows, rows + ":due", rows + ":count"
+        return rows, f"{rows}:due:{app}", rows + ":count"
+
+    def _apps(self, apps: Collection[str] | None) -> list[str]:
+        if apps is not None:
+            return sorted(apps)
+        return sorted(_text(app) for app in self.client.smembers(f"{self.prefix}sch:apps"))
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -149,7 +158,7 @@ class RedisSchedules(ScheduleBackend):
                      ) -> T:
         """Run `body(pipe, keys, installation)` under WATCH of the bucket's keys; it reads in
         immediate mode, then calls pipe.multi() and queues its writes. Retried on a race."""
-        keys = self._keys(self._bucket(scope.installation))
+        keys = self._keys(self._bucket(scope.installation), scope.app)
         with unavailable_as_503("schedule store"), self.client.pipeline() as transaction:
             pipe: Any = transaction  # redis-py's pipeline methods are untyped
             for _ in range(MAX_RACES):
@@ -193,6 +202,8 @@ class RedisSchedules(ScheduleBackend):
             self._place(pipe, due, field, schedule)
 
         self._transaction(scope, body)
+        with unavailable_as_503("schedule store"):
+            self.client.sadd(f"{self.prefix}sch:apps", scope.app)
 
     def update(self, scope: Scope, schedule: Schedule, limits: ScheduleLimits) -> Schedule:
         field = f"{scope.installation}\n{schedule.name}"
@@ -217,7 +228,7 @@ class RedisSchedules(ScheduleBackend):
         return self._transaction(scope, body)
 
     def get(self, scope: Scope, name: str) -> Schedule | None:
-        rows, due, _ = self._keys(self._bucket(scope.installation))
+        rows, due, _ = self._keys(self._bucket(scope.installation), scope.app)
         field = f"{scope.installation}\n{name}"
         with unavailable_as_503("schedule store"), self.client.pipeline(
                 transaction=False) as pipe:
@@ -273,24 +284,28 @@ class RedisSchedules(ScheduleBackend):
 
         return self._transaction(scope, body)
 
-    def claim_due(self, now: float, limit: int) -> list[Occurrence]:
+    def claim_due(self, now: float, limit: int,
+                  apps: Collection[str] | None = None) -> list[Occurrence]:
         if limit <= 0:
             return []
         with unavailable_as_503("schedule store"):
+            sets = [(bucket, app) for app in self._apps(apps) for bucket in range(self.buckets)]
             with self.client.pipeline(transaction=False) as pipe:
-                for bucket in range(self.buckets):
-                    pipe.zrangebyscore(self._keys(bucket)[1], "-inf", now, start=0, num=limit,
-                                       withscores=True)
+                for bucket, app in sets:
+                    pipe.zrangebyscore(self._keys(bucket, app)[1], "-inf", now, start=0,
+                                       num=limit, withscores=True)
                 peeked = pipe.execute()
-            candidates = heapq.nsmallest(limit, ((score, _text(field), bucket)
-                                                 for bucket, found in enumerate(peeked)
+            candidates = heapq.nsmallest(limit, ((score, _text(field), where)
+                                                 for where, found in zip(sets, peeked,
+                                                                         strict=True)
                                                  for field, score in found))
-            chosen: dict[int, list[str]] = {}
-            for _, field, bucket in candidates:
-                chosen.setdefault(bucket, []).append(field)
+            chosen: dict[tuple[int, str], list[str]] = {}
+            for _, field, where in candidates:
+                chosen.setdefault(where, []).append(field)
             claimed: list[Occurrence] = []
-            for bucket, fields in chosen.items():
-                flat = self._claim(keys=list(self._keys(bucket)), args=[repr(now), *fields])
+            for (bucket, app), fields in chosen.items():
+                flat = self._claim(keys=list(self._keys(bucket, app)),
+                                   args=[repr(now), *fields])
                 for i in range(0, len(flat), 4):
                     row = json.loads(flat[i + 1])
                     claimed.append(Occurrence(row["app"], row["account_id"], row["name"],
@@ -299,10 +314,12 @@ class RedisSchedules(ScheduleBackend):
         claimed.sort(key=lambda o: (o.due, o.key))
         return claimed
 
-    def next_due(self) -> float | None:
-        with unavailable_as_503("schedule store"), self.client.pipeline(
-                transaction=False) as pipe:
-            for bucket in range(self.buckets):
-                pipe.zrange(self._keys(bucket)[1], 0, 0, withscores=True)
-            firsts = [found[0][1] for found in pipe.execute() if found]
+    def next_due(self, apps: Collection[str] | None = None) -> float | None:
+        with unavailable_as_503("schedule store"):
+            names = self._apps(apps)
+            with self.client.pipeline(transaction=False) as pipe:
+                for app in names:
+                    for bucket in range(self.buckets):
+                        pipe.zrange(self._keys(bucket, app)[1], 0, 0, withscores=True)
+                firsts = [found[0][1] for found in pipe.execute() if found]
         return min(firsts, default=None)
