@@ -22,12 +22,27 @@ MAX_ANSWER_BYTES = 40 << 20
 """A 6 MB response body, base64 or JSON-escaped (up to 6x), must fit; the worker takes it."""
 
 
+OVER_CAP_GRACE = 20
+"""Calls answered 429 past the cap before the worker is killed: a handler that ignores the
+429 must not turn its invocation into an unbounded stream of frames."""
+
+
 @dataclass
 class Calls:
-    """The host calls of one invocation, for its cap and its result."""
+    """The host calls of one invocation, for its cap and its result (which records each
+    call up to the cap, and the first one refused for it)."""
 
     limit: int
     records: list[HostCallRecord] = field(default_factory=list)
+    made: int = 0
+
+    def count(self) -> None:
+        """One more call; ProtocolError when the handler keeps calling past the cap."""
+        self.made += 1
+        if self.made > self.limit + OVER_CAP_GRACE:
+            raise protocol.ProtocolError(
+                f"the handler went on calling services past the cap of {self.limit} calls "
+                "per invocation")
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,7 @@ class Services:
         self.by_name = dict(services)
 
     def _find(self, call: Call, calls: Calls) -> Service:
-        if len(calls.records) >= calls.limit:
+        if calls.made > calls.limit:
             raise ServiceError(429, f"more than {calls.limit} service calls in one invocation")
         service = self.by_name.get(call.service)
         if service is None:
@@ -62,6 +77,7 @@ class Services:
 
     def perform(self, scope: Scope, call: Call, deadline: float, calls: Calls) -> bytes:
         """Perform one call in this thread; the answer frame's body."""
+        calls.count()
         start = time.monotonic()
         try:
             service = self._find(call, calls)
@@ -76,6 +92,7 @@ class Services:
     async def perform_async(self, scope: Scope, call: Call, deadline: float,
                             calls: Calls) -> bytes:
         """Perform one call on the event loop; it is cancelled at the deadline."""
+        calls.count()
         start = time.monotonic()
         try:
             service = self._find(call, calls)
@@ -102,6 +119,8 @@ def _record(calls: Calls, call: Call, start: float, status: int, value: Any = No
             None, 500, "the service answered with a value that is not JSON")
     if len(answer) > MAX_ANSWER_BYTES:
         status, answer = 502, protocol.answer_message(None, 502, "the answer is too large")
+    if calls.made > calls.limit + 1:
+        return answer  # refused for the cap: counted, not recorded again
     calls.records.append(HostCallRecord.model_construct(
         service=call.service[:64], operation=call.operation[:64],
         duration_ms=(time.monotonic() - start) * 1000.0, status=status))

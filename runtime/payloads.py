@@ -8,6 +8,7 @@ fields over time, and a payload must stay valid when they do.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args
 
 import orjson
@@ -76,6 +77,8 @@ class EventPayload(EdgeModel):
                 encoded = compact(envelope)
             except (TypeError, ValueError, RecursionError) as exc:
                 raise PayloadError(_not_json(envelope, exc)) from None
+            if _LONG_DIGITS.search(encoded) and not _carried_exactly(envelope):
+                raise PayloadError(_beyond_64_bits(envelope))
             if len(encoded) > MAX_PAYLOAD_BYTES:
                 raise PayloadError(f"payload: is {len(encoded)} bytes as compact JSON, over "
                                    f"the limit of {MAX_PAYLOAD_BYTES} bytes (256 KB)")
@@ -97,8 +100,8 @@ def payload_json_fast(payload: Any) -> tuple[str, str, bytes] | None:
     accepts only what EventPayload.parse accepts; anything unusual returns None and goes
     through EventPayload, which explains what is wrong."""
     if isinstance(payload, (bytes, bytearray)):
-        if len(payload) > 4 * MAX_PAYLOAD_BYTES:
-            return None
+        if len(payload) > 4 * MAX_PAYLOAD_BYTES or _LONG_DIGITS.search(payload):
+            return None  # a long number may not fit 64 bits: the checked path decides
         try:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -113,10 +116,35 @@ def payload_json_fast(payload: Any) -> tuple[str, str, bytes] | None:
             encoded = compact(payload if "iparams" in payload else {**payload, "iparams": {}})
         except (TypeError, ValueError, RecursionError):
             return None
+        if _LONG_DIGITS.search(encoded) and not _carried_exactly(payload):
+            return None
     if len(encoded) > MAX_PAYLOAD_BYTES:
         return None
     source = obj if isinstance(payload, (bytes, bytearray)) else payload
     return source["event"], source["account_id"], encoded
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"""A run of 19 digits may be an integer beyond 64 bits (below -2**63 or above 2**64-1),
+which the worker's JSON decoder would turn into a float: such payloads are checked exactly
+(rare, so the hot path stays cheap)."""
+
+
+def _carried_exactly(value: Any) -> bool:
+    """True when every integer in `value` fits 64 bits (orjson refuses the others)."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _beyond_64_bits(envelope: dict[str, Any]) -> str:
+    for name, value in envelope.items():
+        if not _carried_exactly(value):
+            return (f"payload.{name}: holds an integer beyond 64 bits, which handlers cannot "
+                    "receive exactly; send it as a string")
+    return "payload: holds an integer beyond 64 bits; send it as a string"
 
 
 def _plainly_valid(obj: Any) -> bool:

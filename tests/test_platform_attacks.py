@@ -368,7 +368,8 @@ def test_a_call_flood_ends_at_the_deadline_and_the_engine_recovers(
     flooding = engine.load_app(target, timeout=0.5)
     acc = account()
     result = dispatch(engine, flooding, "onContactUpdate", acc)
-    assert result.outcome == "timeout"
+    # the deadline, or the cap's grace (then the worker is killed), whichever comes first
+    assert result.outcome in ("timeout", "crashed")
     statuses_seen = {c.status for c in result.host_calls}
     assert statuses_seen == {404, 429}
     assert result.host_calls[engine.config.max_host_calls].status == 429

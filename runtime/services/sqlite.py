@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-BUSY_TIMEOUT_S = 10.0
+BUSY_TIMEOUT_S = 2.0
 
 
 class Database:
