@@ -164,7 +164,7 @@ class Dispatcher:
                 if lease.fresh:
                     yield ReadReady(worker, deadline)
                 while True:
-                    body = yield ReadReply(worker, deadline, started=bool(calls.records))
+                    body = yield ReadReply(worker, deadline, started=calls.made > 0)
                     message = protocol.decode(body)
                     if message.get("op") != "call":
                         break
