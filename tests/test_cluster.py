@@ -29,7 +29,13 @@ from dramatiq.results.backends import StubBackend
 
 from handlerbox.runtime.cluster import CallTimeout, ClusterConfig, Producer
 from handlerbox.runtime.cluster.actors import EngineHost, declare_actors
-from handlerbox.runtime.cluster.broker import EVENT_ACTOR, consumed_queues, event_queue, shard_of
+from handlerbox.runtime.cluster.broker import (
+    EVENT_ACTOR,
+    call_queue,
+    consumed_queues,
+    event_queue,
+    shard_of,
+)
 from handlerbox.runtime.cluster.results import ResultStore
 from handlerbox.runtime.errors import ConfigError, InstallationNotFound, PayloadError
 from handlerbox.runtime.results import ErrorInfo, InvocationResult
@@ -251,10 +257,10 @@ def account_in(shard: int, start: int = 0) -> str:
                 if shard_of("cluster_slow", f"acct{n}", SHARDS) == shard)
 
 
-def runs_of(cluster: Any, account: str) -> int:
-    """How many times the handler ran for `account` (it counts in the shared Redis store)."""
+def runs_of(cluster: Any, account: str, counter: str = "runs") -> int:
+    """How many times a handler ran for `account` (it counts in the shared Redis store)."""
     kv = RedisKV(redis.Redis.from_url(cluster.config.redis_url), prefix=f"{cluster.namespace}:")
-    found = kv.get(f"cluster_slow/{account}", "runs", time.time())
+    found = kv.get(f"cluster_slow/{account}", counter, time.time())
     kv.client.close()
     return 0 if found is None else int(json.loads(found)["n"])
 
@@ -350,10 +356,20 @@ def test_shards_run_on_their_hosts_and_fail_over(cluster: Any) -> None:
 @pytest.mark.timeout(60)
 def test_sync_calls_answer_ahead_of_an_event_backlog_and_time_out(cluster: Any) -> None:
     install(cluster, "m1")
-    cluster.start()
     producer = Producer(cluster.config)
+    # no host yet: the caller times out, and the call is dropped unstarted (max age)
+    with pytest.raises(CallTimeout):
+        producer.call_method("cluster_slow", "m1", "countMethod", {}, timeout=1)
+    cluster.start()
     answer = producer.call_method("cluster_slow", "m1", "quickMethod", {"x": 1}, timeout=10)
     assert (answer.status, answer.value) == (200, {"echo": {"x": 1}, "account": "m1"})
+    client = redis.Redis.from_url(cluster.config.redis_url)
+    calls = f"{cluster.namespace}:{call_queue(shard_of('cluster_slow', 'm1', SHARDS))}.msgs"
+    until(lambda: client.hlen(calls) == 0, 10, "the stale call to be dropped")
+    client.close()
+    assert runs_of(cluster, "m1", "calls") == 0  # it never ran
+    counted = producer.call_method("cluster_slow", "m1", "countMethod", {}, timeout=10)
+    assert counted.value == {"calls": 1}  # a call in time runs, and counts
     missing = producer.call_method("cluster_slow", "nobody", "quickMethod", {}, timeout=10)
     assert missing.status == 400 and missing.error is not None
     with pytest.raises(InstallationNotFound):

@@ -41,7 +41,7 @@ class ClusterConfig(EdgeModel):
     consume: list[int] | None = None
     threads: int = Field(default=8, ge=1, le=1024)
     prefetch: int | None = Field(default=None, ge=1, le=65535)
-    worker_timeout_ms: int = Field(default=1000, ge=10)
+    worker_timeout_ms: int = Field(default=100, ge=10)
     heartbeat_timeout_ms: int = Field(default=60_000, ge=100)
     maintenance_chance: int = Field(default=1000, ge=0, le=1_000_000)
     max_retries: int = Field(default=5, ge=0)

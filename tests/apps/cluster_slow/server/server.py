@@ -11,20 +11,20 @@ def spin(loops):
     return total
 
 
-def count_run(key):
-    """One more run of the event `key` in this installation's store (a redelivered event may
-    run twice; its result is stored once)."""
+def count_run(counter):
+    """One more run counted under `counter` in this installation's store (a redelivered
+    event may run twice; its result is stored once)."""
     try:
-        db.set("runs", {"n": 0}, if_not_exists=True)
+        db.set(counter, {"n": 0}, if_not_exists=True)
     except ServiceError as error:
         if error.status != 409:
             raise
-    return db.update("runs", "increment", {"n": 1})["n"]
+    return db.update(counter, "increment", {"n": 1})["n"]
 
 
 def work(payload):
     spin(payload["data"].get("loops", 0))
-    runs = count_run(payload["idempotency_key"])
+    runs = count_run("runs")
     return {"key": payload["idempotency_key"], "n": payload["data"].get("n"), "runs": runs}
 
 
@@ -41,6 +41,10 @@ def install(payload):
 def slowMethod(payload):
     spin(payload["data"].get("loops", 0))
     return {"slow": True}
+
+
+def countMethod(payload):
+    return {"calls": count_run("calls")}
 
 
 def quickMethod(payload):
