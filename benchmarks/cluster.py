@@ -116,7 +116,8 @@ def cluster_case(url: str, hosts: int, events: int, window: int, threads: int,
     namespace = f"bench{hosts}"
     processes = start_hosts(hosts, url, namespace, threads, log, poll_ms)
     producer = Producer(ClusterConfig(redis_url=url, namespace=namespace, shards=SHARDS))
-    listener = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+    listener = redis.Redis.from_url(url).pubsub(  # type: ignore[no-untyped-call]
+        ignore_subscribe_messages=True)
     prefix = f"__keyspace@0__:{namespace}:result:bench_call_create:"
     pending: dict[str, tuple[int, Any]] = {}
     latencies: list[int] = []

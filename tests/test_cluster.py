@@ -37,7 +37,13 @@ from handlerbox.runtime.cluster.broker import (
     shard_of,
 )
 from handlerbox.runtime.cluster.results import ResultStore
-from handlerbox.runtime.errors import ConfigError, InstallationNotFound, PayloadError
+from handlerbox.runtime.errors import (
+    ConfigError,
+    InstallationExists,
+    InstallationNotFound,
+    PayloadError,
+    SetupBlocked,
+)
 from handlerbox.runtime.results import ErrorInfo, InvocationResult
 from handlerbox.runtime.services.installations import SQLiteInstallations
 from handlerbox.runtime.services.kv_redis import RedisKV
@@ -374,6 +380,16 @@ def test_sync_calls_answer_ahead_of_an_event_backlog_and_time_out(cluster: Any) 
     assert missing.status == 400 and missing.error is not None
     with pytest.raises(InstallationNotFound):
         producer.call_setup("cluster_slow", "nobody", "onAppUninstall", timeout=10)
+    # set-up events: the answer, or the engine's own error, reaches the caller
+    reply = producer.call_setup("cluster_slow", "s1", "onAppInstall",
+                                domain="acme.example.com", iparams={"mode": "ok"}, timeout=10)
+    assert reply.installation is not None and reply.installation.account_id == "s1"
+    with pytest.raises(SetupBlocked, match="blocked by the test"):
+        producer.call_setup("cluster_slow", "s2", "onAppInstall", domain="acme.example.com",
+                            iparams={"mode": "block"}, timeout=10)
+    with pytest.raises(InstallationExists):
+        producer.call_setup("cluster_slow", "s1", "onAppInstall", domain="acme.example.com",
+                            timeout=10)
     # a backlog of slow events on the same shards does not hold a call back
     backlog = [producer.send_event("cluster_slow", make_payload(
         "onCallCreate", account_id=f"b{i}", loops=LOOPS_PER_SECOND // 4)) for i in range(16)]

@@ -62,9 +62,16 @@ class EngineHost(Middleware):
     def __init__(self, build: Callable[[], Engine]) -> None:
         self.build = build
         self.engine: Engine | None = None
+        self.failure: BaseException | None = None
+        """Why the Engine could not be built (Dramatiq logs and swallows a middleware's
+        exception, so the host process checks this after boot and stops)."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        self.engine = self.build()
+        try:
+            self.engine = self.build()
+        except BaseException as exc:
+            self.failure = exc
+            raise
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         engine, self.engine = self.engine, None

@@ -54,16 +54,23 @@ def run(cluster: ClusterConfig, engine_config: EngineConfig, apps: list[Path], *
         on_ready: Callable[[Engine, str], None] | None = None) -> None:
     """Serve the cluster until `stop` is set, then stop with drain. `on_ready(engine,
     broker_id)` is called once the host takes messages (the broker id names it in Redis)."""
+    import redis
     from dramatiq import Worker
 
     from handlerbox.runtime.cluster.actors import EngineHost, declare_actors
     from handlerbox.runtime.cluster.broker import consumed_queues, make_broker, redis_client
+    from handlerbox.runtime.cluster.errors import ClusterError
     from handlerbox.runtime.cluster.producer import Producer
     from handlerbox.runtime.engine import Engine
     from handlerbox.runtime.scheduler import Scheduler
     from handlerbox.runtime.services.kv_redis import RedisKV
 
     client = redis_client(cluster)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ClusterError(f"cannot reach the cluster's Redis at {cluster.redis_url}: "
+                           f"{str(exc)[:200]}") from None
     broker = make_broker(cluster, client, worker=True)
     engine_config = engine_config.model_copy(update={"scheduler": False})
 
@@ -92,6 +99,8 @@ def run(cluster: ClusterConfig, engine_config: EngineConfig, apps: list[Path], *
     producer: Producer | None = None
     firing: Scheduler | None = None
     try:
+        if host.failure is not None:
+            raise host.failure
         engine = host.current()
         if scheduler:
             producer = Producer(cluster, client)

@@ -33,7 +33,7 @@ def fail(payload):
 
 
 def install(payload):
-    if payload["iparams"].get("block"):
+    if payload["iparams"].get("mode") == "block":
         return {"allow": False, "message": "blocked by the test"}
     return {"allow": True}
 
