@@ -54,10 +54,11 @@ from handlerbox.runtime.results import InvocationResult, with_status
 from handlerbox.runtime.scheduler import Scheduler
 from handlerbox.runtime.services.base import Scope
 from handlerbox.runtime.services.installations import Installation, SQLiteInstallations
-from handlerbox.runtime.services.kv import KVStore
+from handlerbox.runtime.services.kv import KVBackend, KVStore
 from handlerbox.runtime.services.outbound import request_service, template_policy
 from handlerbox.runtime.services.schedules import (
     Occurrence,
+    ScheduleBackend,
     ScheduleLimits,
     ScheduleService,
     SQLiteSchedules,
@@ -79,13 +80,19 @@ class Engine:
     `spares` is how many unbound workers wait ready. `allow_probes` and `inject_fault` are
     for tests only: they let the host run unrestricted code in, or break, its own workers.
 
+    `kv_backend` and `schedule_backend` replace the SQLite stores of handlers' data and
+    schedules (a cluster passes its Redis ones: runtime.services.kv_redis, schedules_redis);
+    installations and webhook targets stay in `database`.
+
     Raises ConfigError for bad settings, IsolationError when a required isolation layer
     cannot be applied, WorkerError when the zygote cannot start.
     """
 
     def __init__(self, workers: int | None = None, *, config: EngineConfig | None = None,
                  spares: int = 1, allow_probes: bool = False,
-                 inject_fault: dict[str, Any] | None = None, **settings: Any) -> None:
+                 inject_fault: dict[str, Any] | None = None,
+                 kv_backend: KVBackend | None = None,
+                 schedule_backend: ScheduleBackend | None = None, **settings: Any) -> None:
         if config is None:
             if workers is not None:
                 settings["workers"] = workers
@@ -113,7 +120,7 @@ class Engine:
         """Called with the result of every scheduled event (they have no caller)."""
         self.database = Database(config.database)
         try:
-            services = hostcalls.Services(self._services())
+            services = hostcalls.Services(self._services(kv_backend, schedule_backend))
         except BaseException:
             self.database.close()
             raise
@@ -159,12 +166,16 @@ class Engine:
         self.requests.close()
         self.database.close()
 
-    def _services(self) -> dict[str, Any]:
-        """The services handlers may call, over the engine's database."""
+    def _services(self, kv_backend: KVBackend | None,
+                  schedule_backend: ScheduleBackend | None) -> dict[str, Any]:
+        """The services handlers may call, over the engine's database (or the backends
+        given)."""
         config = self.config
-        self.store = KVStore.sqlite(self.database)
+        self.store = (KVStore(kv_backend) if kv_backend is not None
+                      else KVStore.sqlite(self.database))
         self.webhooks = WebhookTokens(SQLiteTokenBackend(self.database))
-        self.schedules = SQLiteSchedules(self.database)
+        self.schedules: ScheduleBackend = (schedule_backend if schedule_backend is not None
+                                           else SQLiteSchedules(self.database))
         # It claims only occurrences of apps loaded here: others stay stored for an engine
         # that runs them (or this one, once they are loaded).
         self.scheduler = Scheduler(self.schedules, fire=self._schedule_due,

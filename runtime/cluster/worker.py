@@ -13,10 +13,10 @@ one (each within its engine deadline), puts prefetched ones back, and the Engine
 with drain. SIGKILL: nothing is acknowledged, and the host's unacked messages go back to
 their queues once its heartbeat is older than --heartbeat-timeout-ms.
 
-Stores: with `--store redis` (the default) handlers' key-value data lives in the cluster's
-Redis, shared by every host. Installations, schedules and webhook tokens stay in the
-Engine's SQLite file (`--database`): share one file between the hosts of one machine; across
-machines they need the Engine to accept injected backends (see the cluster README section).
+Stores: with `--store redis` (the default) handlers' key-value data and schedules live in the
+cluster's Redis, shared by every host. Installations and webhook tokens stay in the Engine's
+SQLite file (`--database`): share one file between the hosts of one machine; across machines
+they need Redis backends of their own, which do not exist yet.
 `--scheduler` runs a scheduler that claims due occurrences from that store and enqueues each
 as an event whose id is the occurrence key (run it on any number of hosts: the claim and
 the id make each occurrence run once).
@@ -64,6 +64,7 @@ def run(cluster: ClusterConfig, engine_config: EngineConfig, apps: list[Path], *
     from handlerbox.runtime.engine import Engine
     from handlerbox.runtime.scheduler import Scheduler
     from handlerbox.runtime.services.kv_redis import RedisKV
+    from handlerbox.runtime.services.schedules_redis import RedisSchedules
 
     client = redis_client(cluster)
     try:
@@ -75,10 +76,13 @@ def run(cluster: ClusterConfig, engine_config: EngineConfig, apps: list[Path], *
     engine_config = engine_config.model_copy(update={"scheduler": False})
 
     def build() -> Engine:
-        engine = Engine(config=engine_config)
+        shared = store == "redis"  # handlers' data and schedules in the cluster's Redis
+        engine = Engine(config=engine_config,
+                        kv_backend=RedisKV(client, prefix=f"{cluster.namespace}:")
+                        if shared else None,
+                        schedule_backend=RedisSchedules(client, prefix=f"{cluster.namespace}:")
+                        if shared else None)
         try:
-            if store == "redis":  # KVStore's public `backend`: see the module docstring
-                engine.store.backend = RedisKV(client, prefix=f"{cluster.namespace}:")
             for path in apps:
                 engine.load_app(path)
         except BaseException:
