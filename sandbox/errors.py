@@ -51,6 +51,7 @@ class HandlerNotFound(HandlerboxError):
 
     code = "handler_not_found"
     logs = ""  # what the module printed before the lookup failed
+    log_records: tuple[dict[str, str], ...] = ()  # what its loggers wrote (runner.Invocation)
 
 
 class HandlerError(HandlerboxError):
@@ -58,6 +59,7 @@ class HandlerError(HandlerboxError):
 
     code = "handler_error"
     logs = ""  # what the handler printed before it failed
+    log_records: tuple[dict[str, str], ...] = ()  # what its loggers wrote (runner.Invocation)
 
     def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
         self.type_name = type_name

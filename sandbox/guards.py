@@ -9,7 +9,12 @@ operators native and sends item and attribute targets through `_write_`.
 
 Everything reachable from a facade is shared by every invocation in the process, so these
 guards also keep handlers from changing it: no writes to objects a handler does not own, no
-`__init__` run on them, no ABC `register`, and no sandbox-internal class handed out.
+`__init__` run on them, no ABC `register`, no `mro()` of a class (it hands out internal bases,
+among them the real enum.Enum), and no sandbox-internal class handed out. The one metaclass
+admitted is the enum facade's, for enum classes (handler_metaclass).
+
+Messages name the types of handler objects and never format them: `f"{obj}"` here would run
+the handler's `__format__` or `__str__` inside a guard.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import abc
 import builtins
 import operator
 import string
+import sys
 import types
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -25,15 +31,16 @@ from typing import Any
 
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
+from handlerbox.sandbox.language import HandlerEnumType, check_match_args
+from handlerbox.sandbox.marks import OWNER, OWNER_MARK, is_handler_class
 from handlerbox.sandbox.modules import EXPORTED_CLASSES
-from handlerbox.sandbox.policy import FORMATTER_METHODS, is_forbidden_attribute
+from handlerbox.sandbox.names import (
+    FORMATTER_METHODS,
+    ZONEINFO_CLASS_METHODS,
+    is_forbidden_attribute,
+)
 
 _real_type = builtins.type
-
-_OWNER_MARK = "_handlerbox_owner"
-_OWNER = object()
-"""Every handler `class` statement stamps its class with this private token (handlers cannot
-name `_` attributes, so they cannot forge it): its instances are the handler's own."""
 
 _WRITABLE_TYPES = frozenset({dict, list, bytearray, deque})
 
@@ -46,17 +53,16 @@ _SANDBOX_MODULE_PREFIX = __name__.rsplit(".", 1)[0] + "."
 _ABC_REGISTER = abc.ABCMeta.register
 
 
-def is_handler_class(kind: type) -> bool:
-    """True for classes a handler's `class` statement made (and their subclasses)."""
-    return getattr(kind, _OWNER_MARK, None) is _OWNER
-
-
 # -- attribute reads -----------------------------------------------------------------------
 
 def guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
     """`getattr` for handlers: no private, introspection or Formatter names, no modules, and
     no ABC `register` (`collections.ChainMap.register`, or `typing.Mapping.register`, which
     forwards to collections.abc): an ABC's registry is process-wide and outlives the call.
+
+    No `mro()` of a class either: it hands out base classes no other way reaches (the real
+    enum.Enum, whose functional API defines any dunder, or typing's internals); and no
+    ZoneInfo constructor but ZoneInfo(key) (see names.ZONEINFO_CLASS_METHODS).
 
     The name must be an exact str: a str subclass could override startswith() and lie."""
     if _real_type(name) is not str:
@@ -69,12 +75,24 @@ def guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
         if isinstance(obj, string.Formatter):
             raise AttributeError("string.Formatter is not available in handlers")
         return _safe_formatter(getattr(obj, name, *default))
+    if name == "mro" and isinstance(obj, _real_type):
+        raise AttributeError("mro() is not available in handlers: use isinstance() and "
+                             "issubclass()")
     found = getattr(obj, name, *default)
     if name == "register" and (found is _ABC_REGISTER or (
             _real_type(found) is types.MethodType and found.__func__ is _ABC_REGISTER)):
         raise AttributeError("register is not available in handlers: an ABC's registry is "
                              "shared by every invocation in the process")
+    if name in ZONEINFO_CLASS_METHODS and _is_zoneinfo_class(getattr(found, "__self__", None)):
+        raise AttributeError(f"ZoneInfo.{name} is not available in handlers: use "
+                             "ZoneInfo(key), which reads the tzdata package")
     return found
+
+
+def _is_zoneinfo_class(value: Any) -> bool:
+    zoneinfo = sys.modules.get("zoneinfo")  # not imported: nothing can be a ZoneInfo
+    return zoneinfo is not None and isinstance(value, _real_type) and issubclass(
+        value, zoneinfo.ZoneInfo)
 
 
 def _safe_formatter(found: Any) -> Any:
@@ -147,17 +165,24 @@ def guarded_write(obj: Any) -> Any:
     kind = _real_type(obj)
     if kind in _WRITABLE_TYPES or is_handler_class(kind) or isinstance(obj, (dict, list)):
         return obj
+    if isinstance(obj, _real_type):
+        raise TypeError(f"class {obj.__name__} cannot be modified by handlers: set attributes "
+                        "on its instances, or use a classmethod that returns a new object")
     raise TypeError(f"{kind.__name__} objects cannot be modified by handlers")
 
 
 def guarded_setattr(obj: Any, name: Any, value: Any) -> None:
-    if _real_type(name) is not str or is_forbidden_attribute(name):
+    if _real_type(name) is not str:  # a handler object: name its type, never format it
+        raise TypeError(f"attribute name must be a string, not {_real_type(name).__name__}")
+    if is_forbidden_attribute(name):
         raise AttributeError(f'"{name}" cannot be set by handlers')
     setattr(guarded_write(obj), name, value)
 
 
 def guarded_delattr(obj: Any, name: Any) -> None:
-    if _real_type(name) is not str or is_forbidden_attribute(name):
+    if _real_type(name) is not str:
+        raise TypeError(f"attribute name must be a string, not {_real_type(name).__name__}")
+    if is_forbidden_attribute(name):
         raise AttributeError(f'"{name}" cannot be deleted by handlers')
     delattr(guarded_write(obj), name)
 
@@ -168,23 +193,46 @@ def handler_metaclass(name: str, bases: tuple[Any, ...], namespace: dict[str, An
                       **kwargs: Any) -> type:
     """`__metaclass__`: plain classes only; no metaclasses, no class keywords, and only bases
     a handler may extend: its own classes, builtin classes, and classes a facade exports by
-    name. A class reached some other way (`type(x)`, `.mro()`: typing's alias classes,
-    urllib's result mixins) is an internal whose methods may act on objects other than
-    the instance, so extending it could reach shared state."""
+    name. A class reached some other way (`type(x)`: typing's alias classes, urllib's result
+    mixins) is an internal whose methods may act on objects other than the instance, so
+    extending it could reach shared state.
+
+    One metaclass is admitted: the enum facade's HandlerEnumType, for classes on its enum
+    bases (see _enum_class). Every class made here lists only plain attribute names in its
+    `__match_args__` (class patterns read them without the guard)."""
     if kwargs:
         raise TypeError("class keywords are not supported in handlers")
+    is_enum = False
     for base in bases:
         if not isinstance(base, _real_type):
             raise TypeError(f"{name}: a base must be a class, not a "
                             f"{_real_type(base).__name__}")
+        if isinstance(base, HandlerEnumType):  # the enum facade's bases, or a handler's enum
+            is_enum = True
+            continue
         if _real_type(base) is not _real_type or issubclass(base, _real_type):
             raise TypeError(f"{name}: metaclasses are not supported in handlers")
         if not (is_handler_class(base) or base in _BUILTIN_CLASSES or base in EXPORTED_CLASSES):
             raise TypeError(f"{name}: {base.__name__} cannot be subclassed in handlers; "
                             "extend your own classes, builtin classes, or classes a module "
                             "exports by name")
-    namespace[_OWNER_MARK] = _OWNER
-    return _real_type(name, bases, namespace)
+    namespace[OWNER_MARK] = OWNER
+    made = _enum_class(name, bases, namespace) if is_enum else _real_type(name, bases, namespace)
+    check_match_args(made)
+    return made
+
+
+def _enum_class(name: str, bases: tuple[Any, ...], namespace: dict[str, Any]) -> type:
+    """An enum class: the body ran in a plain dict (a function metaclass has no
+    `__prepare__`), so its names are replayed, in order, into the enum's own namespace, which
+    turns `auto()` into values and sorts members from methods. `_sunder_` hooks
+    (`_missing_`, `_generate_next_value_`) cannot be in the body: the policy refuses `_`
+    names. The owner mark is a dunder, which the enum namespace keeps as an attribute."""
+    members = HandlerEnumType.__prepare__(name, bases)
+    for key, value in namespace.items():
+        members[key] = value
+    made: type = HandlerEnumType(name, bases, members)
+    return made
 
 
 def guarded_type(obj: Any, *rest: Any) -> type:
@@ -226,8 +274,10 @@ def guarded_super_init(proxy: Any) -> Callable[..., None]:
 
 # -- calls ---------------------------------------------------------------------------------
 
-def apply_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`_apply_`: a call with `*args`/`**kwargs`; the arguments need no further guard here."""
+def apply_call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """`_apply_`: a call with `*args`/`**kwargs`; the arguments need no further guard here.
+    `func` is positional-only, so a keyword named func goes through (`f(*a, func=g)`), and no
+    keyword name is compared with it (a str subclass key would run its `__eq__` here)."""
     return func(*args, **kwargs)
 
 

@@ -9,6 +9,8 @@ every facade and fails if it finds a module, frame, code object or mutable conta
 Facades and what they hold are shared by every invocation in the process, so nothing a
 handler can reach may carry state from one invocation to the next: `reset_shared_state()`
 empties the stdlib caches behind these modules, and the runner calls it before each one.
+The one facade that is not shared is `logging`'s: each invocation gets its own
+(logging_facade), bound to the invocation's records.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import abc
 import base64 as _base64
 import collections.abc
 import importlib
+import os
 import random as _random
 import re as _re
 import sys
 import typing as _typing
 import urllib.parse as _urllib_parse
+import zoneinfo as _zoneinfo
 from collections.abc import Callable
 from typing import Any
 
+from handlerbox.sandbox import language as _language
+from handlerbox.sandbox import logs as _logs
 from handlerbox.sandbox import services as _services
 
 ALLOWED_MODULES: dict[str, frozenset[str]] = {
@@ -108,6 +114,23 @@ ALLOWED_MODULES: dict[str, frozenset[str]] = {
         "annotations", "generator_stop", "division", "absolute_import", "print_function",
         "unicode_literals", "with_statement", "nested_scopes", "generators",
     }),
+    # The language modules: each admitted name is a decision (sandbox/language.py, logs.py).
+    # dataclass/total_ordering/wraps take the handler's own classes and functions only (they
+    # change them); asdict/astuple never deep-copy; no make_dataclass (builds a class from
+    # strings), InitVar/ClassVar/KW_ONLY (string annotations cannot name them), slots=True.
+    "dataclasses": frozenset(_language.DATACLASSES),
+    # The bases are the facade's own subclasses: their metaclass refuses the functional API.
+    # No EnumType/EnumMeta (a metaclass), member/nonmember/verify/property (rarely needed).
+    "enum": frozenset(_language.ENUM),
+    # lru_cache/cache are per invocation: each decoration makes its own cache, in a module
+    # that runs fresh every invocation. No cached_property (a threading.RLock, __set_name__),
+    # singledispatch (registries), update_wrapper (writes into any function).
+    "functools": frozenset(_language.FUNCTOOLS),
+    # Zones come from the tzdata package only (see _pin_tzdata); the cache is emptied before
+    # every invocation. No TZPATH/reset_tzpath (process-wide), ZoneInfo.from_file (guards).
+    "zoneinfo": frozenset(_language.ZONEINFO),
+    # Built per invocation from its LogRecords (logs.py), never the real logging module.
+    "logging": _logs.NAMES,
     "urllib": frozenset({"parse"}),
     "urllib.parse": frozenset({
         "quote", "quote_plus", "unquote", "unquote_plus", "urlencode", "urlparse",
@@ -163,16 +186,33 @@ def facade(dotted: str) -> Facade:
     found = _FACADES.get(dotted)
     if found is None:
         exports = _exports(dotted)
-        found = object.__new__(Facade)
-        vars(found).update(exports, _facade_name=dotted)
+        found = _make_facade(dotted, exports)
         EXPORTED_CLASSES.update(v for v in exports.values() if isinstance(v, type))
         _WARM_UP.get(dotted, lambda: None)()
         _FACADES[dotted] = found
     return found
 
 
+def _make_facade(dotted: str, exports: dict[str, Any]) -> Facade:
+    made = object.__new__(Facade)
+    vars(made).update(exports, _facade_name=dotted)
+    return made
+
+
+def logging_facade(records: _logs.LogRecords) -> Facade:
+    """The `logging` module of one invocation: its functions write into `records`. (The
+    shared `facade("logging")` has the same names and functions that refuse: it is what the
+    tests walk, and what an import outside an invocation would get.)"""
+    return _make_facade("logging", _logs.exports(records))
+
+
 def _exports(dotted: str) -> dict[str, Any]:
     names = ALLOWED_MODULES[dotted]
+    tables = {"dataclasses": _language.DATACLASSES, "enum": _language.ENUM,
+              "functools": _language.FUNCTOOLS, "zoneinfo": _language.ZONEINFO,
+              "logging": _logs.outside_an_invocation()}
+    if dotted in tables:
+        return {n: tables[dotted][n] for n in names}
     if dotted == "random":
         real: Any = _SYSTEM_RANDOM
         exports = {n: getattr(real, n) for n in names - {"Random", "gauss"}}
@@ -207,11 +247,29 @@ def _without_cache_handles(value: Any) -> Any:
 
 # -- state shared by every invocation ------------------------------------------------------
 
+def _pin_tzdata() -> None:
+    """Zones come from the tzdata package (a pinned pip dependency, inside the worker's
+    read-only view of site-packages), the same on every host: not from /usr/share/zoneinfo,
+    which differs between machines and which Landlock leaves unreadable in a worker (zoneinfo
+    would find the file by stat, then fail to open it). This sets the process's zoneinfo
+    search path, once. Every subpackage of tzdata.zoneinfo (America, Europe, ...) is imported
+    now, as the first ZoneInfo(key) of a region would do: so no invocation can learn from
+    the time an import takes which regions an earlier one used."""
+    import tzdata
+
+    _zoneinfo.reset_tzpath(to=[])
+    root = os.path.dirname(tzdata.__file__)
+    for folder, _, files in sorted(os.walk(os.path.join(root, "zoneinfo"))):
+        if "__init__.py" in files:
+            importlib.import_module("tzdata." + os.path.relpath(folder, root).replace(os.sep, "."))
+
+
 _WARM_UP: dict[str, Callable[[], Any]] = {
     # Tables these build on first use, once per process: built with the facade, so a handler
     # cannot learn whether an earlier invocation in the same worker used them.
     "base64": lambda: _base64.b32decode(_base64.b32encode(b"x")),
     "urllib.parse": lambda: _urllib_parse.unquote("%41"),
+    "zoneinfo": _pin_tzdata,
 }
 
 
@@ -248,3 +306,24 @@ def reset_shared_state() -> None:
         _ABC_CACHE_CLEARS.extend(c._abc_caches_clear for c in _abc_classes())
     for clear in _ABC_CACHE_CLEARS:  # isinstance() answers remembered by each ABC
         clear()
+    # ZoneInfo(key) returns the instance an earlier call loaded: the facade's class and the
+    # real one (which trusted code may use) each have a cache.
+    _language.ZoneInfo.clear_cache()
+    _zoneinfo.ZoneInfo.clear_cache()
+    _forget_pseudo_members(_re.RegexFlag)
+
+
+_OWN_MEMBERS: dict[type, int] = {}
+
+
+def _forget_pseudo_members(flag: Any) -> None:
+    """A shared Flag class remembers each combination it has made (`re.I | re.M` is one),
+    in its value-to-member map: keep its own members only (their count is known, so an
+    untouched map costs one len())."""
+    table = flag._value2member_map_
+    if len(table) == _OWN_MEMBERS.get(flag):
+        return
+    own = {id(member) for member in flag._member_map_.values()}
+    for value in [v for v, member in table.items() if id(member) not in own]:
+        del table[value]
+    _OWN_MEMBERS[flag] = len(table)

@@ -1,8 +1,8 @@
-"""Builds the globals of one invocation: frozen builtins, guards, imports and print capture.
+"""Builds the globals of one invocation: frozen builtins, guards, imports, print and logging.
 
 No untrusted input is parsed here, but everything built here is handed to untrusted code:
 each invocation gets a fresh globals dict and a fresh `__builtins__` dict (if `__builtins__`
-were missing, exec would insert the real one).
+were missing, exec would insert the real one), and its own `logging` module (logs.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from handlerbox.sandbox.guards import (
     guarded_setattr,
     guarded_type,
 )
-from handlerbox.sandbox.modules import ALLOWED_MODULES, facade
+from handlerbox.sandbox.logs import LogRecords
+from handlerbox.sandbox.marks import OWNER, OWNER_MARK
+from handlerbox.sandbox.modules import ALLOWED_MODULES, facade, logging_facade
 
 _SAFE_BUILTIN_NAMES = (
     # values and containers
@@ -59,6 +61,8 @@ def guarded_import(name: str, globals: Any = None, locals: Any = None,
         for attr in fromlist or ():
             if attr not in ALLOWED_MODULES[name]:
                 raise ImportError(f"{name}.{attr} is not available in handlers")
+        if name == "logging":
+            return _invocation_logging(globals)
         if fromlist or "." not in name:
             return facade(name)
         return facade(name.split(".")[0])
@@ -66,6 +70,22 @@ def guarded_import(name: str, globals: Any = None, locals: Any = None,
         importlib.import_module(name)
         return None
     raise ImportError(f"import of {name} is not allowed in handlers")
+
+
+_LOG_RECORDS = "_handlerbox_log_records"
+_LOGGING = "_handlerbox_logging"
+"""Globals of an invocation (handlers cannot name `_` globals): its LogRecords, and the
+`logging` facade built from them on the first import."""
+
+
+def _invocation_logging(globals: Any) -> Any:
+    """The importing invocation's own `logging` (an import statement passes its module's
+    globals); the shared one, which keeps nothing, outside an invocation."""
+    if type(globals) is not dict or _LOG_RECORDS not in globals:
+        return facade("logging")
+    if _LOGGING not in globals:
+        globals[_LOGGING] = logging_facade(globals[_LOG_RECORDS])
+    return globals[_LOGGING]
 
 
 class LogCapture:
@@ -133,10 +153,14 @@ BUILTINS = _builtins_template()
 """The frozen template; each invocation gets its own copy."""
 
 
-def new_namespace(logs: LogCapture, module_name: str = "handler") -> dict[str, Any]:
-    """Fresh globals for one invocation: copied builtins, guards, and print into `logs`."""
+def new_namespace(logs: LogCapture, module_name: str = "handler",
+                  records: LogRecords | None = None) -> dict[str, Any]:
+    """Fresh globals for one invocation: copied builtins, guards, print into `logs`, logging
+    into `records`, and the mark that makes its functions the handler's own (marks.py)."""
     namespace = dict(GUARDS)
     namespace["__builtins__"] = dict(BUILTINS)
     namespace["__name__"] = module_name
     namespace["_print_"] = lambda _getattr_=None: logs
+    namespace[OWNER_MARK] = OWNER
+    namespace[_LOG_RECORDS] = records if records is not None else LogRecords(logs.write)
     return namespace

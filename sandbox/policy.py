@@ -3,7 +3,10 @@
 Touches untrusted input (the source). Built on RestrictedPython's RestrictingNodeTransformer,
 which denies every AST node it has no visitor for; this subclass adds the import allow-list,
 the timer/thread family with its hint, structured violations, the attribute fast path, the
-checks on names read from imported modules, and the rules for `super().__init__`.
+checks on names read from imported modules, the rules for `super().__init__`, dunder method
+definitions (an allow-list, `def` in a class body only), `match` statements (class patterns
+read attributes without the guard, so their names are checked here), and class annotations
+kept as text for dataclasses. The name rules themselves live in names.py.
 
 Compiling runs in the host, so its cost is bounded: MAX_SOURCE_BYTES of source, MAX_NODES
 syntax nodes visited, the first MAX_VIOLATIONS violations (then it stops), and no garbage
@@ -15,18 +18,27 @@ from __future__ import annotations
 
 import ast
 import gc
-import re
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
 from handlerbox.sandbox.errors import CompileError, Violation
 from handlerbox.sandbox.modules import ALLOWED_MODULES, FORBIDDEN_MODULE_ATTRS
+from handlerbox.sandbox.names import (
+    ALLOWED_DUNDERS,
+    FORMATTER_METHODS,
+    INTROSPECTION,
+    RUNTIME_GUARDED_ATTRS,
+    dunder_hint,
+    is_dunder,
+    is_forbidden_attribute,
+    is_sunder,
+)
 
 MAX_SOURCE_BYTES = 256 * 1024
 """Larger sources are refused before parsing: no handler needs more (the examples are 7 KiB),
@@ -53,29 +65,12 @@ MAX_VIOLATIONS = 100
 """Violations reported at most; the policy stops visiting at the next one. A hostile module
 of 200,000 one-line violations would otherwise cost seconds of host CPU and a 30 MB message."""
 
-FORMATTER_METHODS = frozenset({"format", "format_map", "vformat", "get_field", "get_value",
-                               "format_field", "convert_field", "parse"})
-"""str.format and string.Formatter resolve `{0.attr}` and `{0[key]}` with the real getattr."""
+__all__ = ["FORMATTER_METHODS", "RUNTIME_GUARDED_ATTRS", "CompiledHandler", "compile_handler",
+           "is_forbidden_attribute"]  # the name rules live in names.py; re-exported here
 
-RUNTIME_GUARDED_ATTRS = FORMATTER_METHODS | {"register"}
-"""Attribute names whose meaning depends on the object (str.format traverses attributes in
-its fields; an ABC's `register` changes a process-wide registry), so they still go through
-the run-time `_getattr_`. Every other constant name is fully checked here and compiles to a
-plain attribute load: the guard's fast path."""
-
-_INTROSPECTION = re.compile(r"^(f|tb|co|gi|cr|ag)_")
-
-_ALLOWED_LIST = ", ".join(sorted(ALLOWED_MODULES))
-
-
-def is_forbidden_attribute(name: str) -> bool:
-    """True for names no handler may read: private, dunder and frame/code/generator internals."""
-    return (
-        name.startswith("_")
-        or name in INSPECT_ATTRIBUTES
-        or _INTROSPECTION.match(name) is not None
-        or name.endswith("__roles__")
-    )
+ALLOWED_HINT = "Allowed modules: " + ", ".join(sorted(ALLOWED_MODULES))
+ALLOWED_HINT_AGAIN = "Allowed modules: see the list above"
+"""A module full of bad imports lists the allowed modules once, at the first of them."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +147,7 @@ def _parse_and_compile(text: str, filename: str) -> tuple[list[Violation], Any]:
         tree = policy.visit(tree)
         policy.report_module_reads()
         if policy.violations:
-            return sorted(policy.violations, key=lambda v: (v.line, v.col)), None
+            return _in_order(policy.violations), None
         return [], compile(tree, filename, "exec", dont_inherit=True)
     except _TooManyNodes:
         return [Violation(filename, 1, 0, f"source has more than {MAX_NODES} syntax nodes",
@@ -161,9 +156,22 @@ def _parse_and_compile(text: str, filename: str) -> tuple[list[Violation], Any]:
         stopped = Violation(filename, policy.violations[-1].line, 0,
                             f"more violations follow; compiling stopped after the first "
                             f"{MAX_VIOLATIONS}", "Fix these and compile again")
-        return [*sorted(policy.violations, key=lambda v: (v.line, v.col)), stopped], None
-    except (RecursionError, MemoryError, ValueError, OverflowError, SyntaxError) as exc:
+        return [*_in_order(policy.violations), stopped], None
+    except SyntaxError as exc:  # found by the compiler, not the parser: `case [*a, *b]:`
+        return policy.violations or [Violation(
+            filename, exc.lineno or 1, max((exc.offset or 1) - 1, 0),
+            f"syntax error: {exc.msg}", "Fix the syntax")], None
+    except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
         return policy.violations or [_too_complex(filename, exc)], None
+
+
+def _in_order(violations: list[Violation]) -> list[Violation]:
+    """Sorted by position; the list of allowed modules only in the first violation that
+    gives it (a module of twenty bad imports would repeat it twenty times)."""
+    ordered = sorted(violations, key=lambda v: (v.line, v.col))
+    first = next((v for v in ordered if v.hint == ALLOWED_HINT), None)
+    return [replace(v, hint=ALLOWED_HINT_AGAIN) if v.hint == ALLOWED_HINT and v is not first
+            else v for v in ordered]
 
 
 class _TooManyViolations(Exception):
@@ -191,6 +199,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
         self._bindings: Counter[str] = Counter()  # how often each name is bound, anywhere
         self._module_reads: list[tuple[str, ast.Attribute, str]] = []
         self._nodes = 0
+        self._future_annotations = False  # `from __future__ import annotations` seen
 
     def visit(self, node: ast.AST) -> Any:
         self._nodes += 1
@@ -202,7 +211,9 @@ class HandlerPolicy(RestrictingNodeTransformer):
 
     def error(self, node: ast.AST, info: str) -> None:
         """Record a violation; the base class calls this for each of its own findings too."""
-        self.report(node, info.rstrip("."), _hint_for(info))
+        name = info.split('"')[1] if info.startswith('"') and info.count('"') >= 2 else ""
+        hint = _dunder_name_hint(name, info) if is_dunder(name) else _hint_for(info)
+        self.report(node, info.rstrip("."), hint)
 
     def report(self, node: ast.AST, message: str, hint: str = "") -> None:
         if len(self.violations) >= MAX_VIOLATIONS:
@@ -215,10 +226,26 @@ class HandlerPolicy(RestrictingNodeTransformer):
 
     def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
         """The base class checks every name here; bindings are also counted, so a module name
-        that is rebound anywhere is not treated as the module (see report_module_reads)."""
-        if name is not None and not isinstance(node, (ast.Import, ast.ImportFrom)) and not (
-                isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)):
+        that is rebound anywhere is not treated as the module (see report_module_reads).
+
+        Two names starting with `_` pass: reading `__name__` (the module's name, a plain str
+        in every scope: `logging.getLogger(__name__)`), and a `def` of a dunder method, which
+        visit_FunctionDef checks against the allow-list and the place it is defined."""
+        is_load = isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+        if name is not None and not isinstance(node, (ast.Import, ast.ImportFrom)) \
+                and not is_load:
             self._bindings[name] += 1
+        if name == "__name__" and is_load:
+            return
+        if allow_magic_methods and isinstance(node, ast.FunctionDef) and name is not None:
+            if is_dunder(name):
+                return
+            if is_sunder(name):
+                self.report(node, f'"{name}" cannot be defined in handlers',
+                            "Library hooks named _like_this_ (enum's _missing_, "
+                            "_generate_next_value_) are not available; use methods with "
+                            "plain names, and auto() or explicit values for members")
+                return
         super().check_name(node, name, allow_magic_methods)
 
     def _scoped(self, node: Any, visit: Any) -> Any:
@@ -229,10 +256,34 @@ class HandlerPolicy(RestrictingNodeTransformer):
             self._scopes.pop()
 
     def visit_ClassDef(self, node: ast.ClassDef) -> Any:
+        """The base class rebuilds the statement with `metaclass=__metaclass__` and drops
+        other class keywords silently: they are reported instead (`class E(Enum,
+        boundary=...)` would otherwise mean something else than it says)."""
+        for keyword in node.keywords:
+            if keyword.arg != "metaclass":
+                self.report(node, f"class keyword {keyword.arg or '**'} is not supported in "
+                            "handlers", "Define the class with bases only")
         return self._scoped(node, super().visit_ClassDef)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        if is_dunder(node.name):
+            self._check_dunder_method(node)
         return self._scoped(node, super().visit_FunctionDef)
+
+    def _check_dunder_method(self, node: ast.FunctionDef) -> None:
+        """A dunder method is allowed from ALLOWED_DUNDERS only, as a plain `def` directly in
+        a class body: not decorated (a decorator could put any callable under the name), not
+        at module level or in a function (where it would only be a function with an odd
+        name, waiting to be attached to a class some other way)."""
+        name = node.name
+        if name not in ALLOWED_DUNDERS:
+            self.report(node, f'"{name}" cannot be defined in handlers', dunder_hint(name))
+        elif not (self._scopes and isinstance(self._scopes[-1], ast.ClassDef)):
+            self.report(node, f'"{name}" can only be defined directly in a class body',
+                        f"Define it as a method: class ...: def {name}(self, ...)")
+        elif node.decorator_list:
+            self.report(node, f'"{name}" cannot be decorated in handlers',
+                        f"Define {name} as a plain method, without decorators")
 
     def visit_Lambda(self, node: ast.Lambda) -> Any:
         return self._scoped(node, super().visit_Lambda)
@@ -268,6 +319,8 @@ class HandlerPolicy(RestrictingNodeTransformer):
         module = node.module or ""
         for alias in node.names:
             self._bindings[alias.asname or alias.name] += 1
+        if module == "__future__" and any(a.name == "annotations" for a in node.names):
+            self._future_annotations = True
         if node.level:
             self.report(node, "relative imports are not allowed in handlers",
                         "A handler is a single module; import allowed modules by full name")
@@ -291,7 +344,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
             return False
         if dotted not in ALLOWED_MODULES:
             self.report(node, f"import of {dotted} is not allowed in handlers",
-                        f"Allowed modules: {_ALLOWED_LIST}")
+                        ALLOWED_HINT)
             return False
         return True
 
@@ -336,12 +389,23 @@ class HandlerPolicy(RestrictingNodeTransformer):
     # -- annotations and names --------------------------------------------------------------
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
-        """`x: T = v` becomes `x = v`; a bare `x: T` declares nothing at run time. Annotations
-        are never evaluated, and must be type expressions all the same."""
+        """`x: T = v` becomes `x = v`; a bare `x: T` declares nothing at run time. Directly in
+        a class body `x: T = v` stays, with T replaced by its source text (as under `from
+        __future__ import annotations`): dataclasses find their fields there. Annotations are
+        never evaluated, and must be type expressions all the same."""
         if not all(isinstance(part, _TYPE_EXPRESSION_NODES)
                    for part in ast.walk(node.annotation)):
             self.report(node, "annotations must be type expressions",
                         "Use names, dotted names, subscripts, strings or X | Y")
+        if (self._scopes and isinstance(self._scopes[-1], ast.ClassDef)
+                and isinstance(node.target, ast.Name) and node.simple):
+            if not self._future_annotations:  # (under it, the compiler makes the text)
+                text = node.annotation.value if isinstance(node.annotation, ast.Constant) \
+                    and isinstance(node.annotation.value, str) else ast.unparse(node.annotation)
+                node.annotation = ast.copy_location(ast.Constant(text), node.annotation)
+            node.target = self.visit(node.target)
+            node.value = None if node.value is None else self.visit(node.value)
+            return node
         if node.value is None:
             return ast.copy_location(ast.Pass(), node)
         assign = ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node)
@@ -365,7 +429,7 @@ class HandlerPolicy(RestrictingNodeTransformer):
             call = ast.Call(func=ast.Name("_super_init_", ast.Load()),
                             args=[self.visit(node.value)], keywords=[])
             return ast.fix_missing_locations(ast.copy_location(call, node))
-        if _INTROSPECTION.match(node.attr) and node.attr not in INSPECT_ATTRIBUTES:
+        if INTROSPECTION.match(node.attr) and node.attr not in INSPECT_ATTRIBUTES:
             self.report(node, f'"{node.attr}" is a frame, code or generator internal',
                         "Handlers cannot inspect the interpreter")
         self._module_read(node)
@@ -398,6 +462,79 @@ class HandlerPolicy(RestrictingNodeTransformer):
         self.report(node, f"super().__init__ is not allowed {problem}",
                     "Call super().__init__(...) in a method of your class, on self")
 
+    # -- match statements -------------------------------------------------------------------
+
+    def visit_Match(self, node: ast.Match) -> Any:
+        """`match x:` with its cases: the subject, guards and bodies follow the usual rules."""
+        return self.node_contents_visit(node)
+
+    def visit_match_case(self, node: ast.match_case) -> Any:
+        return self.node_contents_visit(node)
+
+    def visit_MatchValue(self, node: ast.MatchValue) -> Any:
+        """`case 1:`, `case Color.RED:`: the value is read with the usual name rules."""
+        node.value = self._pattern_value(node.value)
+        return node
+
+    def visit_MatchSingleton(self, node: ast.MatchSingleton) -> Any:
+        return node
+
+    def visit_MatchSequence(self, node: ast.MatchSequence) -> Any:
+        return self.node_contents_visit(node)
+
+    def visit_MatchOr(self, node: ast.MatchOr) -> Any:
+        return self.node_contents_visit(node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> Any:
+        """`case [x, *rest]:` binds `rest`: a name like any other."""
+        self.check_name(node, node.name)
+        return node
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> Any:
+        """`case p as name:` and a bare capture `case name:` bind `name`."""
+        self.check_name(node, node.name)
+        return self.node_contents_visit(node)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> Any:
+        """`case {"k": p, **rest}:` looks keys up with the mapping's own `get`: no attribute
+        is read; the keys are values (literals or dotted names) under the usual rules."""
+        node.keys = [self._pattern_value(key) for key in node.keys]
+        node.patterns = [self.visit(pattern) for pattern in node.patterns]
+        self.check_name(node, node.rest)
+        return node
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> Any:
+        """`case C(p, name=q):` reads `subject.name` without the run-time guard, so each keyword
+        must be a name the policy compiles to a plain load: not `_` names or frame internals
+        (`case object(__class__=c)`), and not the names the guard treats per object
+        (`case str(format=f)` would hand out the real str.format). Positional patterns read
+        the names in `C.__match_args__`: builtin classes match the subject itself, and every
+        class a handler holds lists only plain names there (guards.handler_metaclass and
+        language.dataclass check it; tests/test_language.py walks the rest)."""
+        node.cls = self._pattern_value(node.cls)
+        for attr in node.kwd_attrs:
+            if is_forbidden_attribute(attr):
+                self.report(node, f'"{attr}" cannot be matched in a class pattern: it is not '
+                            "accessible in handlers", "Match public attributes only")
+            elif attr in RUNTIME_GUARDED_ATTRS:
+                self.report(node, f'"{attr}" cannot be matched in a class pattern: a pattern '
+                            "reads attributes without the run-time guard",
+                            f"Read it in the case body instead: case {_cls_text(node)}() "
+                            f"as obj, then obj.{attr}")
+        node.patterns = [self.visit(pattern) for pattern in node.patterns]
+        node.kwd_patterns = [self.visit(pattern) for pattern in node.kwd_patterns]
+        return node
+
+    def _pattern_value(self, expr: ast.expr) -> Any:
+        """A value or class in a pattern must stay a literal or a dotted name: names the guard
+        handles at run time (`case x.format:`) cannot be compiled into a pattern."""
+        new = self.visit(expr)
+        if any(isinstance(part, ast.Call) for part in ast.walk(new)):
+            self.report(expr, "this name cannot be read in a pattern: it needs the run-time "
+                        "guard", "Read the value into a variable before the match statement "
+                        "and compare with a guard: case x if x == value")
+        return new
+
     # -- in-place operators -----------------------------------------------------------------
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
@@ -414,6 +551,8 @@ class HandlerPolicy(RestrictingNodeTransformer):
         assert isinstance(target, (ast.Subscript, ast.Attribute))
         if isinstance(target, ast.Attribute) and is_forbidden_attribute(target.attr):
             self.report(node, f'"{target.attr}" is an invalid attribute name',
+                        _dunder_name_hint(target.attr, "attribute name")
+                        if is_dunder(target.attr) else
                         "Names starting with '_' are reserved by the sandbox; rename it")
         target.value = ast.copy_location(
             ast.Call(func=ast.Name("_write_", ast.Load()),
@@ -435,6 +574,10 @@ def _is_super_init(node: ast.Attribute) -> bool:
             and call.func.id == "super" and not call.args and not call.keywords)
 
 
+def _cls_text(node: ast.MatchClass) -> str:
+    return ast.unparse(node.cls) if isinstance(node.cls, (ast.Name, ast.Attribute)) else "C"
+
+
 def _rebinds(function: ast.FunctionDef, name: str) -> bool:
     """True when anything in `function`'s body may bind `name` again."""
     for node in ast.walk(function):
@@ -448,6 +591,8 @@ def _rebinds(function: ast.FunctionDef, name: str) -> bool:
             return True
         if getattr(node, "name", None) == name and not isinstance(node, ast.alias):
             return True  # def/class name, `except E as name`, match captures
+        if isinstance(node, ast.MatchMapping) and node.rest == name:
+            return True  # case {**name}
     return False
 
 
@@ -461,6 +606,19 @@ _HINTS = (
     ("Exec calls", "Handlers cannot run code from strings"),
     ("Eval calls", "Handlers cannot run code from strings"),
 )
+
+
+def _dunder_name_hint(name: str, info: str) -> str:
+    """A dunder name where the base class refuses `_` names: what to write instead (renaming
+    `__eq__` would make it a plain method, which is not what its author meant)."""
+    if "attribute name" in info:
+        return ("Dunder attributes are not accessible in handlers: use the builtin or the "
+                "operator (type(x), len(x), str(x), x == y, isinstance(x, C))")
+    if name == "__name__":
+        return "__name__ can be read, not assigned"
+    if name in ALLOWED_DUNDERS:
+        return f"Define it as a method: def {name}(self, ...) directly in the class body"
+    return dunder_hint(name)
 
 
 def _hint_for(info: str) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlerbox.sandbox.errors import HandlerError, HandlerNotFound, ResultError
-from handlerbox.sandbox.guards import is_handler_class
+from handlerbox.sandbox.logs import MAX_RECORDS, LogRecords
+from handlerbox.sandbox.marks import is_handler_class
 from handlerbox.sandbox.modules import reset_shared_state
 from handlerbox.sandbox.namespace import LogCapture, new_namespace
 from handlerbox.sandbox.policy import CompiledHandler, collector_paused, compile_handler
@@ -23,18 +24,23 @@ from handlerbox.sandbox.results import to_json_bytes
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-invocation output caps, in bytes (characters for logs)."""
+    """Per-invocation output caps, in bytes (characters for logs). Log records (logging) are
+    capped at max_log_records and, together, at max_log_bytes of UTF-8."""
 
     max_log_bytes: int = 64 * 1024
     max_result_bytes: int = 1024 * 1024
+    max_log_records: int = MAX_RECORDS
 
 
 @dataclass(frozen=True)
 class Invocation:
-    """What one successful call produced: the result as JSON bytes, and the captured logs."""
+    """What one successful call produced: the result as JSON bytes, the captured logs, and
+    the records its loggers wrote: [{"level": "INFO", "logger": "app", "message": "..."}],
+    exact strs, in order, the last one a truncation note if any were dropped (logs.py)."""
 
     result_json: bytes
     logs: str
+    log_records: tuple[dict[str, str], ...] = ()
 
 
 def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
@@ -45,6 +51,11 @@ def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
         raise HandlerNotFound(f"handler {name!r} not found: exports is a "
                               f"{_type_name(exports)}, it must be a plain dict")
     if exports is not None:
+        # Keys of exactly str only: a str subclass key's __eq__ and __hash__ would run here.
+        odd = next((k for k in exports if type(k) is not str), None)
+        if odd is not None:
+            raise HandlerNotFound(f"handler {name!r} not found: exports has a key of type "
+                                  f"{_type_name(odd)}, its keys must be plain strings")
         if name not in exports:
             raise HandlerNotFound(f"handler {name!r} not found: exports has no key {name!r}")
         found = exports[name]
@@ -67,7 +78,12 @@ def invoke(compiled: CompiledHandler, name: str, payload: Any,
     one invocation does must not be observable by the next one in the same worker."""
     reset_shared_state()
     logs = LogCapture(limits.max_log_bytes)
-    namespace = new_namespace(logs, module_name=compiled.filename.rsplit(".", 1)[0])
+    records = LogRecords(logs.write, limits.max_log_records, limits.max_log_bytes,
+                         describe=lambda exc: describe_exception(exc, compiled))
+    # `__name__` is the module's dotted name (server/server.py is server.server), as Python
+    # would name it: what getLogger(__name__) and a class's __module__ show.
+    module_name = compiled.filename.rsplit(".", 1)[0].replace("/", ".")
+    namespace = new_namespace(logs, module_name, records)
     try:
         try:
             exec(compiled.code, namespace)
@@ -80,13 +96,14 @@ def invoke(compiled: CompiledHandler, name: str, payload: Any,
         result = _encode(value, limits.max_result_bytes)
     except (HandlerError, HandlerNotFound) as exc:
         exc.logs = logs.text()
+        exc.log_records = records.result()
         raise
     finally:
         # A module's functions point back at its namespace: clearing it breaks those cycles,
         # so refcounting frees the invocation now instead of a GC pass in a later one.
         namespace["__builtins__"].clear()
         namespace.clear()
-    return Invocation(result_json=result, logs=logs.text())
+    return Invocation(result_json=result, logs=logs.text(), log_records=records.result())
 
 
 def run_source(source: str, name: str, payload: Any, limits: Limits = Limits(),
@@ -140,13 +157,14 @@ def handler_error(exc: BaseException, compiled: CompiledHandler) -> HandlerError
 def error_message(exc: BaseException) -> str:
     """`str(exc)`, without running handler code.
 
-    Handler classes cannot define `__str__` today, but their `args` may hold objects that
-    can (`ValueError(obj)` prints `str(obj)`): so the message is built from `args` only when
-    every argument is a plain str, int, float, bool, bytes or None, and is otherwise a note
-    naming the argument's type. For a builtin or stdlib exception class `str(exc)` itself is
-    used (KeyError quotes its key, UnicodeDecodeError explains itself): their `__str__` is
+    Handler classes may define `__str__` and `__repr__`, and their `args` may hold objects
+    that do (`ValueError(obj)` prints `str(obj)`): so the message is built from `args` only
+    when every argument is a plain str, int, float, bool, bytes or None, and is otherwise a
+    note naming the argument's type. For a builtin or stdlib exception class `str(exc)` itself
+    is used (KeyError quotes its key, UnicodeDecodeError explains itself): their `__str__` is
     not handler code and the handler cannot change their fields (guarded_write). For a
-    handler's own class the message is what BaseException.__str__ would make of `args`."""
+    handler's own class the message is what BaseException.__str__ would make of `args`: its
+    own `__str__`, if it defines one, is never called."""
     args = _ARGS.__get__(exc)
     odd = next((a for a in args if type(a) not in _PLAIN_ARGS), _PLAIN_ARGS)
     if odd is not _PLAIN_ARGS:
@@ -161,21 +179,53 @@ def error_message(exc: BaseException) -> str:
         return "(message not shown: an argument is too long to print)"
 
 
+REPEATS_SHOWN = 3
+"""A frame repeated more often in a row (runaway recursion) is shown this many times, then
+"[Previous line repeated N more times]", as CPython prints it."""
+
+
 def _traceback(exc: BaseException, compiled: CompiledHandler) -> str:
     """The handler's own frames, innermost last; source lines come from the compiled source
-    (no file is read: lookup_lines=False keeps linecache out of it)."""
+    (no file is read: lookup_lines=False keeps linecache out of it), and no frame's locals
+    are looked at (capture_locals stays off: repr() of a local would run handler code)."""
     lines = compiled.source.splitlines()
     frames = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__),
                                             lookup_lines=False)
     parts = []
+    last: tuple[int | None, str] | None = None
+    count = 0
     for f in frames:
         if f.filename != compiled.filename:
+            continue
+        if (f.lineno, f.name) != last:
+            parts.append(_repeated(count))
+            last, count = (f.lineno, f.name), 0
+        count += 1
+        if count > REPEATS_SHOWN:
             continue
         parts.append(f'  File "{f.filename}", line {f.lineno}, in '
                      f"{_clip(f.name, MAX_NAME_TEXT)}\n")
         if f.lineno and f.lineno <= len(lines):
             parts.append(f"    {_clip(lines[f.lineno - 1].strip(), MAX_NAME_TEXT)}\n")
+    parts.append(_repeated(count))
     return "".join(parts)
+
+
+def _repeated(count: int) -> str:
+    more = count - REPEATS_SHOWN
+    if more <= 0:
+        return ""
+    return f"  [Previous line repeated {more} more time{'s' if more > 1 else ''}]\n"
+
+
+def describe_exception(exc: BaseException, compiled: CompiledHandler) -> str:
+    """A handler's exception as logging.exception() shows it: its frames, type and message,
+    built the way handler_error builds them (never raises)."""
+    try:
+        return (f"Traceback (most recent call last):\n{_traceback(exc, compiled)}"
+                f"{_type_name(exc)}: {_clip(error_message(exc), MAX_ERROR_TEXT)}")
+    except Exception:
+        return f"{_type_name(exc)}: (the error could not be described)"
 
 
 def _type_name(value: Any) -> str:

@@ -7,6 +7,8 @@ programs are plain Python: under CPython without the sandbox they return the sam
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -404,13 +406,692 @@ HANDLERS = [
     case("none-result", body("pass"), {}, None),
 ]
 
-BENIGN = STDLIB + CLASSES + CONTROL_FLOW + STRINGS + HANDLERS
+# -- the language FDK apps are written in: dunders, match, dataclasses, enum, functools,
+# zoneinfo, logging (tests/test_language.py has the attacks on each) -------------------------
+
+DUNDERS = [
+    case("money-value-object", """\
+        class Money:
+            def __init__(self, cents, currency="USD"):
+                self.cents = cents
+                self.currency = currency
+            def __add__(self, other):
+                return Money(self.cents + other.cents, self.currency)
+            def __radd__(self, other):
+                return self if other == 0 else self + other
+            def __mul__(self, k):
+                return Money(round(self.cents * k), self.currency)
+            def __eq__(self, other):
+                return isinstance(other, Money) and (self.cents, self.currency) == (
+                    other.cents, other.currency)
+            def __hash__(self):
+                return hash((self.cents, self.currency))
+            def __repr__(self):
+                return f"Money({self.cents}, {self.currency!r})"
+            def __str__(self):
+                return f"{self.cents / 100:.2f} {self.currency}"
+            def __format__(self, spec):
+                return format(self.cents / 100, spec or ".2f") + " " + self.currency
+        def h(payload):
+            lines = [Money(c) for c in payload["cents"]]
+            total = sum(lines)
+            return [str(total), repr(total * 1.5), f"{total:,.1f}", len(set(lines)),
+                    Money(5) == Money(5), Money(5) == 5]
+        """, {"cents": [1999, 1, 1999]},
+         ["39.99 USD", "Money(5998, 'USD')", "40.0 USD", 2, True, False]),
+    case("vector-operators-reflected-and-in-place", """\
+        class Vec:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+            def __add__(self, o):
+                return Vec(self.x + o.x, self.y + o.y)
+            def __sub__(self, o):
+                return Vec(self.x - o.x, self.y - o.y)
+            def __mul__(self, k):
+                return Vec(self.x * k, self.y * k)
+            def __rmul__(self, k):
+                return self * k
+            def __iadd__(self, o):
+                self.x += o.x
+                self.y += o.y
+                return self
+            def __neg__(self):
+                return Vec(-self.x, -self.y)
+            def __abs__(self):
+                return (self.x ** 2 + self.y ** 2) ** 0.5
+            def __bool__(self):
+                return bool(self.x or self.y)
+            def __iter__(self):
+                yield self.x
+                yield self.y
+            def __eq__(self, o):
+                return tuple(self) == tuple(o)
+        def h(payload):
+            p = Vec(*payload["start"])
+            for step in payload["steps"]:
+                p += Vec(*step)
+            x, y = p
+            return [[x, y], list(2 * p), list(-p - Vec(1, 1)), abs(Vec(3, 4)),
+                    bool(Vec(0, 0)), p == Vec(4, 6)]
+        """, {"start": [1, 1], "steps": [[1, 2], [2, 3]]},
+         [[4, 6], [8, 12], [-5, -7], 5.0, False, True]),
+    case("container-protocol", """\
+        class Inventory:
+            def __init__(self):
+                self.items = {}
+            def __setitem__(self, sku, qty):
+                if qty < 0:
+                    raise ValueError("negative quantity")
+                self.items[sku] = qty
+            def __getitem__(self, sku):
+                return self.items.get(sku, 0)
+            def __delitem__(self, sku):
+                del self.items[sku]
+            def __contains__(self, sku):
+                return self.items.get(sku, 0) > 0
+            def __len__(self):
+                return sum(1 for q in self.items.values() if q)
+            def __iter__(self):
+                return iter(sorted(self.items))
+            def __reversed__(self):
+                return iter(sorted(self.items, reverse=True))
+        def h(payload):
+            inv = Inventory()
+            for sku, qty in payload.items():
+                inv[sku] = qty
+            inv["B-2"] += 3
+            del inv["C-3"]
+            try:
+                inv["D-4"] = -1
+            except ValueError as e:
+                error = str(e)
+            return [len(inv), list(inv), list(reversed(inv)), "A-1" in inv, "Z" in inv,
+                    inv["B-2"], error]
+        """, {"A-1": 2, "B-2": 0, "C-3": 5},
+         [2, ["A-1", "B-2"], ["B-2", "A-1"], True, False, 3, "negative quantity"]),
+    case("iterator-protocol", """\
+        class Pages:
+            def __init__(self, items, size):
+                self.items, self.size, self.at = items, size, 0
+            def __iter__(self):
+                return self
+            def __next__(self):
+                if self.at >= len(self.items):
+                    raise StopIteration
+                page = self.items[self.at:self.at + self.size]
+                self.at += self.size
+                return page
+        def h(payload):
+            pages = Pages(list(range(payload)), 3)
+            first = next(pages)
+            return [first, list(pages), list(Pages([], 2))]
+        """, 8, [[0, 1, 2], [[3, 4, 5], [6, 7]], []]),
+    case("context-manager-transaction", """\
+        class Transaction:
+            def __init__(self, log):
+                self.log = log
+            def __enter__(self):
+                self.log.append("begin")
+                return self
+            def __exit__(self, kind, error, tb):
+                self.log.append("rollback" if kind else "commit")
+                return kind is not None and issubclass(kind, LookupError)
+        def h(payload):
+            log = []
+            with Transaction(log):
+                log.append("write 1")
+            with Transaction(log) as tx:
+                tx.log.append("write 2")
+                payload["missing"]
+            try:
+                with Transaction(log):
+                    raise ValueError("bad row")
+            except ValueError as e:
+                log.append(str(e))
+            return log
+        """, {}, ["begin", "write 1", "commit", "begin", "write 2", "rollback", "begin",
+                  "rollback", "bad row"]),
+    case("callable-objects-as-keys-and-filters", """\
+        class Above:
+            def __init__(self, limit):
+                self.limit = limit
+            def __call__(self, value):
+                return value > self.limit
+        class ByField:
+            def __init__(self, name):
+                self.name = name
+            def __call__(self, row):
+                return row[self.name]
+        def h(payload):
+            rows = payload["rows"]
+            ordered = [r["n"] for r in sorted(rows, key=ByField("p"))]
+            return [list(filter(Above(2), [1, 3, 5])), ordered,
+                    callable(Above(1)), max(rows, key=ByField("p"))["n"]]
+        """, {"rows": [{"n": "a", "p": 3}, {"n": "b", "p": 1}, {"n": "c", "p": 2}]},
+         [[3, 5], ["b", "c", "a"], True, "a"]),
+    case("numeric-conversions-and-total-ordering", """\
+        from functools import total_ordering
+        @total_ordering
+        class Version:
+            def __init__(self, text):
+                self.parts = tuple(int(p) for p in text.split("."))
+            def __eq__(self, other):
+                return self.parts == other.parts
+            def __lt__(self, other):
+                return self.parts < other.parts
+            def __int__(self):
+                return self.parts[0]
+            def __float__(self):
+                return float(".".join(str(p) for p in self.parts[:2]))
+            def __str__(self):
+                return ".".join(map(str, self.parts))
+        def h(payload):
+            vs = [Version(v) for v in payload]
+            return [[str(v) for v in sorted(vs)], str(max(vs)), Version("2.0") >= Version("1.9"),
+                    Version("1.0") <= Version("1.0"), int(vs[0]), float(vs[1])]
+        """, ["1.10.0", "1.2", "0.9.1"],
+         [["0.9.1", "1.2", "1.10.0"], "1.10.0", True, True, 1, 1.2]),
+    case("dict-subclass-missing-and-repr", """\
+        class Tree(dict):
+            def __missing__(self, key):
+                self[key] = Tree()
+                return self[key]
+            def __repr__(self):
+                return "Tree(" + ", ".join(f"{k}={v!r}" for k, v in sorted(self.items())) + ")"
+        def h(payload):
+            t = Tree()
+            for path in payload:
+                node = t
+                for part in path.split("/"):
+                    node = node[part]
+            return [repr(t), sorted(t["a"]), f"{t['b']!r}"]
+        """, ["a/x", "a/y", "b"], ["Tree(a=Tree(x=Tree(), y=Tree()), b=Tree())", ["x", "y"],
+                                   "Tree()"]),
+]
+
+MATCH = [
+    case("match-event-names-or-guards-wildcard", """\
+        def h(payload):
+            out = []
+            for event, n in payload:
+                match event:
+                    case "onCallCreate" | "onCallUpdate" if n > 1:
+                        out.append("call, busy")
+                    case "onCallCreate" | "onCallUpdate":
+                        out.append("call")
+                    case "onAgentUpdate":
+                        out.append("agent")
+                    case None:
+                        out.append("none")
+                    case _:
+                        out.append("other: " + str(event))
+            return out
+        """, [["onCallCreate", 1], ["onCallUpdate", 5], ["onAgentUpdate", 0], [None, 0],
+              ["onX", 0]], ["call", "call, busy", "agent", "none", "other: onX"]),
+    case("match-mapping-payloads", """\
+        def describe(data):
+            match data:
+                case {"type": "ticket", "priority": "urgent" | "high" as p, **rest}:
+                    return f"escalate ({p}) with {sorted(rest)}"
+                case {"type": "ticket", "requester": {"email": str(email)}}:
+                    return "reply to " + email
+                case {"type": "call", "duration": int(secs)} if secs > 60:
+                    return f"long call {secs // 60}m"
+                case {"type": kind}:
+                    return "ignored " + kind
+                case _:
+                    return "malformed"
+        def h(payload):
+            return [describe(d) for d in payload]
+        """, [{"type": "ticket", "priority": "high", "id": 1, "tags": []},
+              {"type": "ticket", "requester": {"email": "a@b.c"}},
+              {"type": "call", "duration": 125}, {"type": "call", "duration": 30}, [1]],
+         ["escalate (high) with ['id', 'tags']", "reply to a@b.c", "long call 2m",
+          "ignored call", "malformed"]),
+    case("match-sequences-commands", """\
+        def run(command, stack):
+            match command.split():
+                case ["push", value]:
+                    stack.append(int(value))
+                case ["add"]:
+                    stack.append(stack.pop() + stack.pop())
+                case ["dup", *times] if times:
+                    stack.extend([stack[-1]] * int(times[0]))
+                case ["dup"]:
+                    stack.append(stack[-1])
+                case [op, *args]:
+                    return f"unknown {op} {args}"
+                case []:
+                    return "empty"
+            return None
+        def h(payload):
+            stack, errors = [], []
+            for command in payload:
+                error = run(command, stack)
+                if error:
+                    errors.append(error)
+            return [stack, errors]
+        """, ["push 2", "push 3", "add", "dup 2", "", "mul 2 3", "dup"],
+         [[5, 5, 5, 5], ["empty", "unknown mul ['2', '3']"]]),
+    case("match-class-patterns-on-dataclasses", """\
+        from dataclasses import dataclass
+        @dataclass
+        class Point:
+            x: int
+            y: int
+        @dataclass
+        class Circle:
+            center: Point
+            r: int
+        def where(shape):
+            match shape:
+                case Point(0, 0):
+                    return "origin"
+                case Point(x=0, y=y):
+                    return f"on the y axis at {y}"
+                case Circle(Point(x, y), r) if r > 10:
+                    return f"big circle at {x},{y}"
+                case Circle(center=Point(), r=r):
+                    return f"circle r={r}"
+                case Point():
+                    return "a point"
+        def h(payload):
+            return [where(Point(0, 0)), where(Point(0, 4)), where(Circle(Point(1, 2), 20)),
+                    where(Circle(Point(1, 2), 3)), where(Point(5, 5))]
+        """, {}, ["origin", "on the y axis at 4", "big circle at 1,2", "circle r=3",
+                  "a point"]),
+    case("match-builtin-types", """\
+        def kind(value):
+            match value:
+                case bool(b):
+                    return f"bool {b}"
+                case int(n) | float(n):
+                    return f"number {n}"
+                case str() as s if not s:
+                    return "empty string"
+                case str(s):
+                    return f"string {s.upper()}"
+                case [int(), *_] as items:
+                    return f"ints {len(items)}"
+                case dict() | list():
+                    return "container"
+            return "other"
+        def h(payload):
+            return [kind(v) for v in payload]
+        """, [True, 3, 2.5, "", "x", [1, "a"], ["a"], {}, None],
+         ["bool True", "number 3", "number 2.5", "empty string", "string X", "ints 2",
+          "container", "container", "other"]),
+    case("match-enum-members-and-captures", """\
+        from enum import Enum
+        class Status(Enum):
+            OPEN = "open"
+            PENDING = "pending"
+            CLOSED = "closed"
+        def next_step(status, age):
+            match Status(status), age:
+                case Status.OPEN, a if a > 48:
+                    return "escalate"
+                case (Status.OPEN | Status.PENDING) as s, _:
+                    return f"wait on {s.value}"
+                case Status.CLOSED, _:
+                    return "archive"
+        def h(payload):
+            return [next_step(s, a) for s, a in payload]
+        """, [["open", 50], ["open", 1], ["pending", 99], ["closed", 0]],
+         ["escalate", "wait on open", "wait on pending", "archive"]),
+]
+
+DATACLASSES = [
+    case("dataclass-defaults-factory-post-init", """\
+        from dataclasses import dataclass, field, asdict
+        @dataclass
+        class Ticket:
+            subject: str
+            priority: int = 1
+            tags: list = field(default_factory=list)
+            watchers: dict = field(default_factory=dict, repr=False)
+            def __post_init__(self):
+                self.subject = self.subject.strip()
+                self.tags = sorted(set(self.tags))
+        def h(payload):
+            t = Ticket(**payload)
+            t.watchers["a@b.c"] = True
+            return [asdict(t), repr(t), t == Ticket("Printer", 2, ["hw"]), Ticket("x").tags]
+        """, {"subject": " Printer ", "priority": 2, "tags": ["hw", "hw"]},
+         [{"subject": "Printer", "priority": 2, "tags": ["hw"], "watchers": {"a@b.c": True}},
+          "Ticket(subject='Printer', priority=2, tags=['hw'])", False, []]),
+    case("dataclass-frozen-hash-replace", """\
+        from dataclasses import dataclass, replace, FrozenInstanceError
+        @dataclass(frozen=True)
+        class Key:
+            account: str
+            region: str = "US"
+        def h(payload):
+            k = Key(payload["account"])
+            seen = {k: 1, Key(payload["account"]): 2}
+            try:
+                k.region = "EU"
+            except FrozenInstanceError as e:
+                error = str(e)
+            moved = replace(k, region="EU")
+            return [len(seen), seen[k], moved.region, k.region, error, moved != k]
+        """, {"account": "42"}, [1, 2, "EU", "US", "cannot assign to field 'region'", True]),
+    case("dataclass-order-compare-astuple", """\
+        from dataclasses import dataclass, field, astuple
+        @dataclass(order=True)
+        class Task:
+            due: str
+            priority: int
+            name: str = field(compare=False)
+        def h(payload):
+            tasks = sorted(Task(d, p, n) for n, d, p in payload)
+            return [[t.name for t in tasks], astuple(tasks[0]),
+                    Task("a", 1, "x") == Task("a", 1, "y")]
+        """, [["b", "2024-02-01", 1], ["a", "2024-01-01", 2], ["c", "2024-01-01", 1]],
+         [["c", "a", "b"], ["2024-01-01", 1, "c"], True]),
+    case("dataclass-inheritance-fields-kw-only", """\
+        from __future__ import annotations
+        from dataclasses import dataclass, fields
+        @dataclass
+        class Event:
+            name: str
+            account: str
+        @dataclass(kw_only=True)
+        class CallEvent(Event):
+            duration: int = 0
+            missed: bool = False
+        def h(payload):
+            e = CallEvent("onCallCreate", "42", duration=payload, missed=not payload)
+            return [[f.name for f in fields(e)], e.duration, e.missed, isinstance(e, Event),
+                    [f.type for f in fields(CallEvent)]]
+        """, 0, [["name", "account", "duration", "missed"], 0, True, True,
+                 ["str", "str", "int", "bool"]]),
+    case("dataclass-nested-asdict-to-json", """\
+        import json
+        from dataclasses import dataclass, field, asdict
+        @dataclass
+        class Line:
+            sku: str
+            qty: int
+        @dataclass
+        class Order:
+            id: int
+            lines: list = field(default_factory=list)
+            meta: dict = field(default_factory=dict)
+            def total(self):
+                return sum(l.qty for l in self.lines)
+        def h(payload):
+            order = Order(payload["id"], [Line(**l) for l in payload["lines"]], {"src": ("api", 2)})
+            return [asdict(order), order.total(), json.dumps(asdict(order)["lines"][0])]
+        """, {"id": 7, "lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 3}]},
+         [{"id": 7, "lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 3}],
+           "meta": {"src": ["api", 2]}}, 5, '{"sku": "a", "qty": 2}']),
+]
+
+ENUMS = [
+    case("enum-auto-lookup-iteration-methods", """\
+        from enum import Enum, auto, unique
+        @unique
+        class Channel(Enum):
+            EMAIL = auto()
+            PHONE = auto()
+            CHAT = auto()
+            @property
+            def label(self):
+                return self.name.title()
+            def is_live(self):
+                return self in (Channel.PHONE, Channel.CHAT)
+        def h(payload):
+            c = Channel[payload.upper()]
+            return [c.value, c.label, c.is_live(), Channel(1).name, len(Channel),
+                    [ch.name for ch in Channel], Channel.CHAT in Channel, repr(c), str(c)]
+        """, "phone", [2, "Phone", True, "EMAIL", 3, ["EMAIL", "PHONE", "CHAT"], True,
+                       "<Channel.PHONE: 2>", "Channel.PHONE"]),
+    case("intenum-strenum", """\
+        import json
+        from enum import IntEnum, StrEnum, auto
+        class Priority(IntEnum):
+            LOW = 1
+            MEDIUM = 2
+            HIGH = 3
+        class Region(StrEnum):
+            US = auto()
+            EU = auto()
+        def h(payload):
+            p = Priority(payload["p"])
+            return [p > Priority.LOW, p + 1, sorted([Priority.HIGH, Priority.LOW])[0].name,
+                    Region.EU.value, Region.US == "us", "region-" + Region.EU,
+                    json.dumps({"p": p, "r": Region.US}), int(p), p.name]
+        """, {"p": 2}, [True, 3, "LOW", "eu", True, "region-eu", '{"p": 2, "r": "us"}', 2,
+                        "MEDIUM"]),
+    case("flag-combinations", """\
+        from enum import Flag, IntFlag, auto
+        class Perm(Flag):
+            READ = auto()
+            WRITE = auto()
+            ADMIN = auto()
+        class Bits(IntFlag):
+            A = 1
+            B = 2
+        def h(payload):
+            granted = Perm(0)
+            for name in payload:
+                granted |= Perm[name]
+            return [str(granted), Perm.WRITE in granted, Perm.ADMIN in granted,
+                    [p.name for p in granted], int(Bits.A | Bits.B), bool(granted & Perm.ADMIN),
+                    granted.value]
+        """, ["READ", "WRITE"], ["Perm.READ|WRITE", True, False, ["READ", "WRITE"], 3, False, 3]),
+    case("enum-tuple-values-init-and-str", """\
+        from enum import Enum
+        class Plan(Enum):
+            FREE = (0, 1)
+            PRO = (49, 10)
+            def __init__(self, price, seats):
+                self.price = price
+                self.seats = seats
+            def __str__(self):
+                return f"{self.name.lower()} (${self.price}, {self.seats} seats)"
+        def h(payload):
+            plan = Plan[payload]
+            return [str(plan), plan.value, plan.seats, f"{plan}", Plan((0, 1)).name]
+        """, "PRO", ["pro ($49, 10 seats)", [49, 10], 10, "pro ($49, 10 seats)", "FREE"]),
+]
+
+FUNCTOOLS = [
+    case("functools-partial-reduce-cmp-to-key", """\
+        from functools import partial, reduce, cmp_to_key
+        def scale(factor, value, offset=0):
+            return factor * value + offset
+        def by_length_then_text(a, b):
+            return (len(a) - len(b)) or ((a > b) - (a < b))
+        def h(payload):
+            double = partial(scale, 2, offset=1)
+            return [list(map(double, payload["n"])), reduce(lambda a, b: a * b, payload["n"], 1),
+                    sorted(payload["w"], key=cmp_to_key(by_length_then_text)),
+                    double.args, double.keywords]
+        """, {"n": [1, 2, 3], "w": ["bb", "a", "ab", "c"]},
+         [[3, 5, 7], 6, ["a", "c", "ab", "bb"], [2], {"offset": 1}]),
+    case("functools-lru-cache-cache-wraps", """\
+        from functools import lru_cache, cache, wraps
+        calls = []
+        def traced(fn):
+            @wraps(fn)
+            def wrapper(*args):
+                calls.append(args)
+                return fn(*args)
+            return wrapper
+        @lru_cache(maxsize=None)
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+        @cache
+        @traced
+        def slow_square(n):
+            return n * n
+        def h(payload):
+            info = fib.cache_info()
+            return [fib(payload), list(fib.cache_info())[1:], [slow_square(3), slow_square(3)],
+                    len(calls), list(info)]
+        """, 30, [832040, [31, None, 31], [9, 9], 1, [0, 0, None, 0]]),
+]
+
+ZONES = [
+    case("zoneinfo-new-york-utc-across-dst", """\
+        from datetime import datetime, timedelta, timezone
+        from zoneinfo import ZoneInfo
+        NY = ZoneInfo("America/New_York")
+        def h(payload):
+            out = []
+            for text in payload:
+                at = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+                local = at.astimezone(NY)
+                out.append([local.isoformat(), local.tzname(), local.dst().total_seconds()])
+            spring = datetime(2024, 3, 10, 1, 59, tzinfo=NY) + timedelta(minutes=1)
+            return [out, spring.isoformat(), spring.astimezone(timezone.utc).isoformat()]
+        """, ["2024-03-10T06:59:00", "2024-03-10T07:00:00", "2024-11-03T05:30:00",
+              "2024-11-03T06:30:00"],
+         [[["2024-03-10T01:59:00-05:00", "EST", 0.0], ["2024-03-10T03:00:00-04:00", "EDT", 3600.0],
+           ["2024-11-03T01:30:00-04:00", "EDT", 3600.0], ["2024-11-03T01:30:00-05:00", "EST", 0.0]],
+          "2024-03-10T02:00:00-05:00", "2024-03-10T07:00:00+00:00"]),
+    case("zoneinfo-local-to-utc-and-folds", """\
+        from datetime import datetime, timezone
+        from zoneinfo import ZoneInfo
+        def h(payload):
+            zone = ZoneInfo(payload["zone"])
+            local = datetime.fromisoformat(payload["local"]).replace(tzinfo=zone)
+            later = local.replace(fold=1)
+            return [local.astimezone(timezone.utc).isoformat(),
+                    later.astimezone(timezone.utc).isoformat(), local.utcoffset().total_seconds(),
+                    later.tzname(), str(zone), zone.key]
+        """, {"zone": "America/New_York", "local": "2024-11-03T01:30:00"},
+         ["2024-11-03T05:30:00+00:00", "2024-11-03T06:30:00+00:00", -14400.0, "EST",
+          "America/New_York", "America/New_York"]),
+    case("zoneinfo-business-hours-in-many-zones", """\
+        from datetime import datetime, timezone
+        from zoneinfo import ZoneInfo
+        def open_now(at, zone, start=9, end=17):
+            local = at.astimezone(ZoneInfo(zone))
+            is_open = start <= local.hour < end and local.weekday() < 5
+            return [zone, local.strftime("%a %H:%M %Z"), is_open]
+        def h(payload):
+            at = datetime.fromisoformat(payload).astimezone(timezone.utc)
+            return [open_now(at, z) for z in ("Europe/London", "Asia/Kolkata",
+                                              "America/Los_Angeles", "Australia/Sydney")]
+        """, "2024-07-01T12:00:00+00:00",
+         [["Europe/London", "Mon 13:00 BST", True], ["Asia/Kolkata", "Mon 17:30 IST", False],
+          ["America/Los_Angeles", "Mon 05:00 PDT", False],
+          ["Australia/Sydney", "Mon 22:00 AEST", False]]),
+    case("zoneinfo-next-local-nine-as-utc", """\
+        from datetime import datetime, time, timedelta, timezone
+        from zoneinfo import ZoneInfo
+        def next_nine(now_utc, zone):
+            local = now_utc.astimezone(zone)
+            target = datetime.combine(local.date(), time(9), tzinfo=zone)
+            if target <= local:
+                target = datetime.combine(local.date() + timedelta(days=1), time(9), tzinfo=zone)
+            return target.astimezone(timezone.utc).isoformat()
+        def h(payload):
+            la = ZoneInfo("America/Los_Angeles")
+            return [next_nine(datetime.fromisoformat(t), la) for t in payload]
+        """, ["2024-03-09T18:00:00+00:00", "2024-03-10T18:00:00+00:00",
+              "2024-11-02T15:00:00+00:00"],
+         ["2024-03-10T16:00:00+00:00", "2024-03-11T16:00:00+00:00",
+          "2024-11-02T16:00:00+00:00"]),
+    case("zoneinfo-known-zones-and-errors", """\
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+        def h(payload):
+            known = available_timezones()
+            out = []
+            for key in payload:
+                try:
+                    out.append(str(ZoneInfo(key)))
+                except ZoneInfoNotFoundError:
+                    out.append("unknown " + key)
+            return [out, "Europe/Paris" in known, len(known) > 400]
+        """, ["Europe/Paris", "Mars/Olympus", "UTC"],
+         [["Europe/Paris", "unknown Mars/Olympus", "UTC"], True, True]),
+]
+
+LOGGING = [
+    case("logging-getlogger-name-basicconfig-levels", """\
+        import logging
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        log = logging.getLogger(__name__)
+        def h(payload):
+            log.debug("not shown: %s", payload)
+            log.info("processing %d items", len(payload))
+            for item in payload:
+                if item < 0:
+                    log.warning("negative item %s", item)
+            return sum(payload)
+        """, [1, -2, 3], 2, "INFO:server:processing 3 items\nWARNING:server:negative item -2\n"),
+    case("logging-hierarchy-exception-isenabledfor", """\
+        import logging
+        root = logging.getLogger("app")
+        db = logging.getLogger("app.db")
+        def h(payload):
+            root.setLevel(logging.DEBUG)
+            db.debug("query %s", payload["q"])
+            checks = [db.isEnabledFor(logging.DEBUG), db.getEffectiveLevel(), db.name,
+                      root.getChild("cache").name]
+            try:
+                payload["missing"]
+            except KeyError:
+                db.exception("lookup failed")
+            return checks
+        """, {"q": "select 1"}, [True, 10, "app.db", "app.cache"],
+         "DEBUG:app.db:query select 1\nERROR:app.db:lookup failed\n"
+         "Traceback (most recent call last):\n  File \"server.py\", line 10, in h\n"
+         "    payload[\"missing\"]\nKeyError: 'missing'\n"),
+    case("logging-module-level-functions", """\
+        import logging
+        def h(payload):
+            logging.info("dropped: the root logger starts at WARNING")
+            logging.warning("disk at %d%%", payload)
+            logging.error("and %(what)s", {"what": "failing"})
+            logging.log(logging.CRITICAL, "stop")
+            return "logged"
+        """, 91, "logged", "WARNING:root:disk at 91%\nERROR:root:and failing\n"
+                           "CRITICAL:root:stop\n"),
+]
+
+LANGUAGE = DUNDERS + MATCH + DATACLASSES + ENUMS + FUNCTOOLS + ZONES + LOGGING
+
+BENIGN = STDLIB + CLASSES + CONTROL_FLOW + STRINGS + HANDLERS + LANGUAGE
 
 
 @pytest.mark.parametrize(("source", "payload", "expected", "logs"), BENIGN)
 def test_benign_program_works(source: str, payload: object, expected: object,
                               logs: str) -> None:
     assert run_source(source, "h", payload) == (expected, logs)
+
+
+THROUGH_AN_ENGINE = [p for p in LANGUAGE if p.id in {
+    "money-value-object", "context-manager-transaction", "match-mapping-payloads",
+    "match-class-patterns-on-dataclasses", "dataclass-frozen-hash-replace",
+    "flag-combinations", "functools-lru-cache-cache-wraps",
+    "zoneinfo-new-york-utc-across-dst", "zoneinfo-business-hours-in-many-zones",
+    "zoneinfo-known-zones-and-errors", "logging-getlogger-name-basicconfig-levels",
+    "logging-hierarchy-exception-isenabledfor"}]
+
+
+@pytest.mark.parametrize(("source", "payload", "expected", "logs"), THROUGH_AN_ENGINE)
+def test_language_programs_return_the_same_through_an_engine(
+        source: str, payload: object, expected: object, logs: str, engine: Any,
+        tmp_path: Path) -> None:
+    """In a real worker: Landlock's read-only view (zoneinfo reads tzdata there), seccomp, a
+    module named server.server. The case's `h` gets its payload from the event's data."""
+    from tests.conftest import make_payload
+
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "server.py").write_text(
+        source + "\ndef run_case(payload):\n    return h(payload['data']['input'])\n")
+    (tmp_path / "manifest.json").write_text(
+        '{"events": {"onCase": {"handler": "run_case", "custom": true}}}')
+    result = engine.dispatch(engine.load_app(tmp_path), make_payload("onCase", input=payload))
+    assert result.outcome == "ok", result.error
+    assert result.value == expected
+    assert result.logs.replace("server.server", "server").replace(
+        "server/server.py", "server.py") == logs
 
 
 def test_every_invocation_starts_fresh() -> None:

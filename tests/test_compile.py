@@ -120,6 +120,10 @@ FRAGMENTS = [
     "for a, (b, c) in x:", "print(x, file=y)", "printed", "f'{x!r:>{w}}'", "exec('1')",
     "(", ")", "[", "]", "{", "}", ":", "\\", "'", '"', "#", "@dec", "*", "**", "=", ":=",
     "__import__('os')", "_getattr_ = 1", "if x:", "else:", "while 1:", "    ", "\t",
+    "    case C(a, b=c):", "    case {'k': v, **rest}:", "    case [x, *ys] if x:",
+    "    case A.B | None:", "def __eq__(self, other):", "def __getattr__(self, n):",
+    "@dataclass", "x: int = 1", "y: 'T'", "from __future__ import annotations",
+    "logging.getLogger(__name__)", "__name__ = 'x'", "class E(Enum, boundary=1):",
 ]
 
 
@@ -290,3 +294,71 @@ def test_super_init_is_allowed_only_in_a_plain_method_on_self(
         compile_handler(source)
     assert any(f"super().__init__ is not allowed {problem}" in v.message
                for v in info.value.violations), str(info.value)
+
+
+# -- what the language admissions change in the compiled code ------------------------------
+
+def run_module(source: str) -> dict[str, object]:
+    """Run a compiled module in a fresh invocation namespace and return its globals."""
+    from handlerbox.sandbox.namespace import LogCapture, new_namespace
+
+    namespace = new_namespace(LogCapture(1024), "server")
+    exec(compile_handler(source).code, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize(("future", "expected"), [
+    ("", {"x": "int", "y": "list[str] | None", "z": "T"}),
+    ("from __future__ import annotations\n", {"x": "int", "y": "list[str] | None", "z": "'T'"}),
+])
+def test_class_annotations_stay_as_text_never_evaluated(
+        future: str, expected: dict[str, str]) -> None:
+    """Directly in a class body `x: T = v` keeps its annotation, as text (dataclasses find
+    their fields there); elsewhere annotations are dropped. `open` in an annotation would be
+    called if it were evaluated."""
+    source = (future + "class A:\n    x: int = 1\n    y: list[str] | None\n    z: 'T'\n"
+              "    w: open('pwned', 'w')\n"
+              "def f(a: open('pwned', 'w')) -> open('pwned', 'w'):\n    v: open('x') = 1\n")
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    assert all("annotations must be type expressions" in v.message
+               for v in info.value.violations)
+    namespace = run_module(source.replace("    w: open('pwned', 'w')\n", "").replace(
+        "def f(a: open('pwned', 'w')) -> open('pwned', 'w'):\n    v: open('x') = 1\n", ""))
+    kind: object = namespace["A"]
+    assert vars(kind)["__annotations__"] == expected
+    assert vars(kind)["x"] == 1 and "y" not in vars(kind)
+
+
+def test_module_name_can_be_read_and_not_assigned() -> None:
+    assert run_module("name = __name__\nclass A:\n    where = __name__\n")["name"] == "server"
+    for source in ("__name__ = 'os'\n", "def f(__name__):\n    pass\n",
+                   "import json as __name__\n", "x = json.__name__\n"):
+        with pytest.raises(CompileError):
+            compile_handler(source)
+
+
+def test_a_syntax_error_found_by_the_compiler_is_reported_as_one() -> None:
+    with pytest.raises(CompileError) as info:
+        compile_handler("def h(p):\n    match p:\n        case [*a, *b]:\n            pass\n")
+    (v,) = info.value.violations
+    assert (v.line, v.message) == (3, "syntax error: multiple starred names in sequence pattern")
+
+
+@pytest.mark.parametrize("source", [
+    "class A(object, flag=True):\n    pass\n", "class A(**options):\n    pass\n",
+    "from enum import Flag\nclass P(Flag, boundary=1):\n    R = 1\n"])
+def test_class_keywords_are_reported_not_dropped(source: str) -> None:
+    """RestrictedPython rebuilds a class statement without its keywords: they would vanish."""
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    assert "class keyword" in info.value.violations[0].message
+
+
+@pytest.mark.parametrize("source", ["x = y.__class__\n", "x.__dict__ += 1\n",
+                                    "class A:\n    __eq__ = None\n",
+                                    "class A:\n    def __getattr__(self, n):\n        pass\n"])
+def test_dunder_messages_never_say_rename(source: str) -> None:
+    with pytest.raises(CompileError) as info:
+        compile_handler(source)
+    assert all("rename" not in str(v) for v in info.value.violations), str(info.value)

@@ -175,8 +175,29 @@ ESCAPES = [
         match payload:
             case object(__class__=cls):
                 return repr(cls.__subclasses__)"""),
-    esc("match-class-pattern-facade-attr",
-        "match json:\n    case object(codecs=c):\n        return repr(c)", "import json\n"),
+    esc("match-class-pattern-str-format", """\
+        match "{0.__class__.__mro__}":
+            case str(format=f):
+                return f(payload)"""),
+    esc("match-class-pattern-abc-register",
+        "match collections.ChainMap:\n    case type(register=r):\n        r(dict)\n"
+        "        return isinstance({}, collections.ChainMap)", "import collections\n"),
+    esc("match-class-pattern-mro", "match type(re.I):\n    case type(mro=m):\n"
+        "        return repr(m())", "import re\n"),
+    esc("match-class-pattern-dict", "match payload:\n    case object(__dict__=d):\n"
+        "        return repr(d)"),
+    esc("match-class-pattern-frame", "g = gen()\nnext(g)\nmatch g:\n"
+        "    case object(gi_frame=f):\n        return repr(f.f_globals)", GEN),
+    esc("match-value-pattern-dunder", "match 1:\n    case payload.__class__:\n"
+        "        return 'matched'"),
+    esc("match-value-pattern-format", "match 1:\n    case payload.format:\n"
+        "        return 'matched'"),
+    esc("match-positional-reads-format-through-match-args", """\
+        match S("{0.__class__}"):
+            case A(f):
+                return f(payload)""",
+        "from dataclasses import dataclass\n@dataclass\nclass A:\n    format: str\n"
+        "class S(A, str):\n    pass\n"),
     esc("decorator-lambda-globals",
         "return repr(g)", "@lambda f: f.__globals__\ndef g():\n    pass\n"),
     esc("decorator-getattr-globals", "return repr(g)",
@@ -213,6 +234,102 @@ ESCAPES = [
         "return isinstance(1, typing.Mapping)", "import typing\n"),
     esc("abc-register-getattr", 'getattr(collections.ChainMap, "regis" + "ter")(list)\n'
         "return 'registered'", "import collections\n"),
+    # -- dunder methods -------------------------------------------------------------------
+    esc("dunder-getattr-answers-deepcopy-probes", "return repr(A().__deepcopy__)",
+        "class A:\n    def __getattr__(self, name):\n        return open\n"),
+    esc("dunder-del-finalizer", "A()\nreturn 'finalized'",
+        "class A:\n    def __del__(self):\n        open('pwned', 'w')\n"),
+    esc("dunder-set-name-on-a-shared-class", "return 1",
+        "class D:\n    def __set_name__(self, owner, name):\n        owner.x = 1\n"),
+    esc("dunder-init-subclass", "return 1", "class A:\n    def __init_subclass__(cls):\n"
+        "        pass\n"),
+    esc("dunder-class-getitem", "return repr(A[int])",
+        "class A:\n    def __class_getitem__(cls, item):\n        return open\n"),
+    esc("dunder-reduce-ex", "return 1", "class A:\n    def __reduce_ex__(self, p):\n"
+        "        return (open, ('pwned', 'w'))\n"),
+    esc("dunder-descriptor-get", "return repr(B().a)", "class D:\n    def __get__(self, o, t):\n"
+        "        return open\nclass B:\n    a = D()\n"),
+    esc("dunder-new", "return repr(A())", "class A:\n    def __new__(cls):\n"
+        "        return open\n"),
+    esc("dunder-mro-entries", "return 1", "class M:\n    def __mro_entries__(self, bases):\n"
+        "        return (object,)\n"),
+    esc("dunder-index", "return [1, 2][A()]", "class A:\n    def __index__(self):\n"
+        "        return 0\n"),
+    esc("dunder-assigned-a-builtin", "return repr(A().anything)",
+        "class A:\n    __getattr__ = getattr\n"),
+    esc("dunder-decorator-swaps-the-function", "return repr(A()['open'])",
+        "class A:\n    @(lambda f: getattr)\n    def __getitem__(self, k):\n        pass\n"),
+    esc("dunder-defined-in-a-function", "return 1",
+        "def make():\n    def __getattr__(self, n):\n        return open\n"
+        "    return __getattr__\n"),
+    esc("dunder-read-of-a-defined-dunder", "return repr(A().__eq__)",
+        "class A:\n    def __eq__(self, other):\n        return True\n"),
+    # -- enum, dataclasses, functools, zoneinfo, logging --------------------------------------
+    esc("enum-functional-api-defines-dunders",
+        'X = Enum("X", [("A", 1), ("__getattr__", lambda s, n: open)])\n'
+        'return repr(X.A.pwned)', "from enum import Enum\n"),
+    esc("enum-functional-api-mixes-in-an-internal-class",
+        'X = Enum("X", [("A", (1, 2))], type=type(typing.List))\nreturn repr(X)',
+        "import typing\nfrom enum import Enum\n"),
+    esc("enum-real-base-through-mro",
+        'E = type(re.I).mro()[5]\nreturn repr(E("X", [("__del__", print)]))', "import re\n"),
+    esc("enum-real-base-through-getattr-mro",
+        'return repr(getattr(type(uuid.uuid4().is_safe), "mro")())', "import uuid\n"),
+    esc("enum-metaclass-through-type", "return repr(type(Color)('X', (), {}))",
+        "from enum import Enum\nclass Color(Enum):\n    RED = 1\n"),
+    esc("enum-sunder-hook-missing", "return repr(Color(5))",
+        "from enum import Enum\nclass Color(Enum):\n    RED = 1\n    def _missing_(cls, v):\n"
+        "        return open\n"),
+    esc("enum-write-to-the-shared-base", "Enum.planted = 1\nreturn 'planted'",
+        "from enum import Enum\n"),
+    esc("enum-real-flag-class-as-a-base", "return 1", "import re\nclass F(type(re.I)):\n"
+        "    pass\n"),
+    esc("dataclass-on-a-shared-class", "dataclass(frozen=True)(uuid.UUID)\n"
+        "return str(uuid.NAMESPACE_DNS)", "import uuid\nfrom dataclasses import dataclass\n"),
+    esc("dataclass-field-named-like-an-internal", "return 1",
+        "from dataclasses import dataclass\n@dataclass\nclass A:\n    f_globals: dict\n"),
+    esc("dataclass-frozen-object-setattr", "p = P(1)\nobject.__setattr__(p, 'x', 2)\n"
+        "return p.x", "from dataclasses import dataclass\n@dataclass(frozen=True)\n"
+        "class P:\n    x: int\n"),
+    esc("dataclass-make-dataclass-exec", 'return repr(make_dataclass("X", ["a"]))',
+        "from dataclasses import make_dataclass\n"),
+    esc("dataclass-field-class-as-a-base", "return 1",
+        "import dataclasses\nclass F(type(dataclasses.field())):\n    pass\n"),
+    esc("functools-total-ordering-on-a-shared-class", "functools.total_ordering(uuid.UUID)\n"
+        "return 'patched'", "import functools\nimport uuid\n"),
+    esc("functools-wraps-renames-a-shared-function", "functools.wraps(h)(json.dumps)\n"
+        "return 'renamed'", "import functools\nimport json\n"),
+    esc("functools-update-wrapper", "functools.update_wrapper(json.dumps, h)\nreturn 1",
+        "import functools\nimport json\n"),
+    esc("functools-partial-setstate", "p = functools.partial(print)\n"
+        "p.__setstate__((open, ('pwned', 'w'), {}, None))\nreturn repr(p())",
+        "import functools\n"),
+    esc("functools-partial-func-globals", "return repr(functools.partial(h).func.__globals__)",
+        "import functools\n"),
+    esc("functools-cached-property-lock", "return repr(cached_property)",
+        "from functools import cached_property\n"),
+    esc("zoneinfo-from-file", "return repr(ZoneInfo.from_file(payload))",
+        "from zoneinfo import ZoneInfo\n"),
+    esc("zoneinfo-key-leaves-tzdata", 'return str(ZoneInfo("../../../../../etc/passwd"))',
+        "from zoneinfo import ZoneInfo\n"),
+    esc("zoneinfo-c-no-cache-with-a-lying-key",
+        'return str(super(ZoneInfo, ZoneInfo).no_cache(Key("America/New_York")))',
+        "from zoneinfo import ZoneInfo\nclass Key(str):\n    def split(self, *a):\n"
+        "        return ['/etc/passwd']\n"),
+    esc("zoneinfo-reset-tzpath", 'reset_tzpath(["/"])\nreturn 1',
+        "from zoneinfo import reset_tzpath\n"),
+    esc("zoneinfo-tzpath", "return repr(zoneinfo.TZPATH)", "import zoneinfo\n"),
+    esc("logging-real-root-manager", "return repr(logging.root.manager.loggerDict)",
+        "import logging\n"),
+    esc("logging-stream-handler-to-a-file", 'logging.FileHandler("pwned")\nreturn 1',
+        "import logging\n"),
+    esc("logging-logger-internals", "return repr(logging.getLogger()._records)",
+        "import logging\n"),
+    esc("logging-logger-class-through-type", "return repr(type(logging.getLogger()))",
+        "import logging\n"),
+    esc("logging-bound-method-self", "return repr(logging.info.__self__)", "import logging\n"),
+    esc("logging-manager-through-getattr", 'return repr(getattr(logging.getLogger(), '
+        '"manager"))', "import logging\n"),
     # -- attribute chains out of every facade --------------------------------------------
     esc("json-codecs-builtins", 'return repr(json.codecs.builtins.open("pwned", "w"))',
         "import json\n"),

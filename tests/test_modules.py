@@ -105,6 +105,13 @@ SAMPLES: dict[str, str] = {
     "services": "[services.ServiceError(404, 'x'), services.MethodError(400, 'x')]",
     "typing": "[typing.List[int], typing.Optional[int], typing.Literal['x'], "
               "typing.Callable[[int], int], typing.Mapping[str, int]]",
+    "dataclasses": "[dataclasses.field(default=1), dataclasses.field(metadata={'k': 1}), "
+                   "dataclasses.FrozenInstanceError('x')]",
+    "enum": "[enum.auto(), enum.Enum, enum.Flag]",
+    "functools": "[functools.partial(max, 1), functools.cmp_to_key(lambda a, b: 0)(1), "
+                 "functools.lru_cache(maxsize=2)(abs), functools.cache(abs)]",
+    "zoneinfo": "[zoneinfo.ZoneInfo('UTC'), zoneinfo.ZoneInfo('America/New_York'), "
+                "zoneinfo.ZoneInfoNotFoundError('x')]",
 }
 
 

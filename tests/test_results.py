@@ -326,8 +326,9 @@ def test_huge_function_names_and_source_lines_are_clipped_in_tracebacks() -> Non
 
 
 def test_a_handler_class_str_is_never_called() -> None:
-    """A handler class cannot define __str__ yet; this one, marked as a handler's, stands in
-    for one that could."""
+    """A handler exception class's own __str__ (set here behind the policy; handler source
+    defines one with `def __str__`, see tests/test_language.py) is never called: the message
+    comes from its plain args."""
     calls = []
 
     def spy(self: object) -> str:

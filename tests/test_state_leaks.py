@@ -13,6 +13,8 @@ invocations the way one worker does (runner.invoke, one after another, in this p
   public names through the guards, type(), mro(), super(), what calls return), with the
   subclass relations of every class reached, and every lru_cache in the process, is the
   same before and after a batch of all the hostile rows.
+- The admitted language (logging, enum, dataclasses, functools, zoneinfo): what it may do
+  runs, and a probe afterwards sees a clean worker; what it must not do is refused.
 - End to end through an Engine: one app plants, then probes, through real workers.
 """
 
@@ -158,6 +160,25 @@ PLANTS = [
                  id="register-bound-to-a-name"),
     pytest.param("run", src("from collections import ChainMap\nChainMap.register(list)"),
                  id="register-after-from-import"),
+    # -- the admitted language: what it must not do --------------------------------------
+    pytest.param("run", src("Enum('X', [('A', 1), ('__del__', lambda s: print('late'))])",
+                            "from enum import Enum\n"), id="enum-functional-api-finalizer"),
+    pytest.param("run", src("type(re.I).mro()[5]('X', [('__getattr__', lambda s, n: n)])",
+                            IMPORTS), id="real-enum-base-through-mro"),
+    pytest.param("run", src("dataclass(frozen=True)(uuid.UUID)",
+                            IMPORTS + "from dataclasses import dataclass\n"),
+                 id="dataclass-rewrites-a-shared-class"),
+    pytest.param("run", src("functools.total_ordering(uuid.UUID)",
+                            IMPORTS + "import functools\n"),
+                 id="total-ordering-on-a-shared-class"),
+    pytest.param("run", src("functools.wraps(h)(json.dumps)", IMPORTS + "import functools\n"),
+                 id="wraps-renames-a-shared-function"),
+    pytest.param("run", src("setattr(Enum, 'planted', ['account A'])",
+                            "from enum import Enum\n"), id="enum-base-attribute"),
+    pytest.param("compile", src("match collections.ChainMap:\n    case type(register=r):\n"
+                                "        r(dict)", IMPORTS), id="match-pattern-reads-register"),
+    pytest.param("compile", src("logging.root.setLevel(10)", "import logging\n"),
+                 id="real-logging-root"),
     # -- hostile results and errors leave nothing behind either ---------------------------
     pytest.param("run", src("raise E()", "class " + "E" * 70_000 + "(Exception):\n    pass\n"
                             "E = " + "E" * 70_000 + "\n"), id="exception-class-name-70000"),
@@ -193,6 +214,12 @@ def strptime_cache_size() -> int:
     return len(sys.modules["_strptime"]._regex_cache)
 
 
+def regexflag_pseudo_members() -> int:
+    """Combinations (`re.I | re.M`) the shared RegexFlag class remembers beside its members."""
+    own = {id(member) for member in re.RegexFlag._member_map_.values()}
+    return sum(id(member) not in own for member in re.RegexFlag._value2member_map_.values())
+
+
 CACHES = [
     pytest.param(src("re.compile('planted-[a-z]+')\nre.sub('(a)', r'\\1', 'a')", "import re\n"),
                  lambda: len(re._cache) + lru_size(re._compile_repl),  # type: ignore[attr-defined]
@@ -213,6 +240,8 @@ CACHES = [
                      "isinstance(payload, collections.ChainMap)\n"
                      "issubclass(int, typing.Iterable)", "import collections\nimport typing\n"),
                  abc_cache_size, id="abc-isinstance-caches"),
+    pytest.param(src("re.I | re.M | re.X\nre.compile('planted', re.I | re.S)", "import re\n"),
+                 regexflag_pseudo_members, id="regexflag-combinations"),
 ]
 
 NOTHING = compile_handler("def h(payload):\n    return payload['account_id']\n")
@@ -270,7 +299,53 @@ USE_EVERYTHING = src("""\
                         "import statistics\nimport string\nimport time\nimport typing\n"
                         "import urllib.parse\nimport uuid\n")
 
-HOSTILE_BATCH = [USE_EVERYTHING, *(p.values[1] for p in PLANTS), *(p.values[0] for p in CACHES)]
+# -- the admitted language: what it may do, and leaves nothing of -----------------------------
+
+LANGUAGE_IMPORTS = ("import functools\nimport logging\nimport re\n"
+                    "from dataclasses import dataclass, field, asdict, replace\n"
+                    "from enum import Enum, IntEnum, StrEnum, Flag, IntFlag, auto\n"
+                    "from zoneinfo import ZoneInfo, available_timezones\n")
+
+CONTAINED = [
+    pytest.param(src("logging.basicConfig(level=logging.DEBUG)\n"
+                     "logging.getLogger('app').setLevel('DEBUG')\n"
+                     "logging.getLogger('app.db').debug('account %s', payload['account_id'])",
+                     LANGUAGE_IMPORTS), id="logging-configured"),
+    pytest.param(src("class Perm(Flag):\n    R = auto()\n    W = auto()\n"
+                     "class Big(IntFlag):\n    A = 1\n"
+                     "return [str(Perm(3)), int(Big(5) | 8), str(re.I | re.X)]", LANGUAGE_IMPORTS),
+                 id="enums-and-flag-combinations"),
+    pytest.param(src("@dataclass(frozen=True)\nclass P:\n    x: int\n"
+                     "    tags: list = field(default_factory=list)\n"
+                     "return asdict(replace(P(1), x=2))", LANGUAGE_IMPORTS),
+                 id="dataclasses-defined"),
+    pytest.param(src("@functools.lru_cache(maxsize=None)\ndef sq(n):\n    return n * n\n"
+                     "return sum(sq(n % 7) for n in range(1000))", LANGUAGE_IMPORTS),
+                 id="lru-cache-filled"),
+    pytest.param(src("zones = [ZoneInfo(k) for k in sorted(available_timezones())[:40]]\n"
+                     "return len(zones)", LANGUAGE_IMPORTS), id="zones-loaded"),
+]
+
+LANGUAGE_PROBE = compile_handler(src("""\
+    app = logging.getLogger("app")
+    return [logging.getLogger().level, app.level, app.getEffectiveLevel(), len(Enum), len(Flag),
+            len(IntFlag), str(re.I | re.M)]""", LANGUAGE_IMPORTS))
+LANGUAGE_CLEAN = [30, 0, 30, 0, 0, 0, "re.IGNORECASE|re.MULTILINE"]
+
+
+def test_the_language_probe_sees_a_clean_worker() -> None:
+    assert json.loads(invoke(LANGUAGE_PROBE, "h", make_payload()).result_json) == LANGUAGE_CLEAN
+
+
+@pytest.mark.parametrize("source", CONTAINED)
+def test_what_the_language_admits_leaves_nothing_for_the_next_invocation(source: str) -> None:
+    assert plant(source, account="A") == "ok"
+    assert json.loads(invoke(LANGUAGE_PROBE, "h", make_payload()).result_json) == LANGUAGE_CLEAN
+    assert probe(account="B") == CLEAN
+
+
+HOSTILE_BATCH = [USE_EVERYTHING, *(p.values[1] for p in PLANTS), *(p.values[0] for p in CACHES),
+                 *(p.values[0] for p in CONTAINED)]
 
 
 def fingerprint(value: Any) -> str:
@@ -383,11 +458,15 @@ def test_the_snapshot_sees_a_leak_made_behind_the_guards(
 
 
 def test_no_lru_cache_in_the_process_keeps_what_a_hostile_batch_put_in() -> None:
+    """Shared caches only: a handler's own lru_cache dies with its invocation (collected here
+    first: a cache on a method sits in a class, which is in a reference cycle)."""
     invoke(NOTHING, "h", make_payload())
+    gc.collect()
     before = lru_sizes()
     for source in HOSTILE_BATCH:
         plant(source)
     invoke(NOTHING, "h", make_payload())
+    gc.collect()
     grown = {name: (size, before.get(name)) for name, size in lru_sizes().items()
              if size > before.get(name, 0)}
     assert grown == {}
@@ -438,6 +517,26 @@ def test_the_super_init_guard_binds_only_to_an_instance_of_a_handler_class() -> 
 
 
 # -- end to end: real workers --------------------------------------------------------------
+
+LANGUAGE_APP = APPS / "lang_state"
+
+
+def test_through_an_engine_the_language_leaves_nothing_for_the_next_dispatch() -> None:
+    from handlerbox import Engine
+
+    with Engine(workers=1) as engine:  # one installation: one worker serves all three
+        app = engine.load_app(LANGUAGE_APP)
+        before = engine.dispatch(app, make_payload("onCallUpdate", account_id="B"))
+        planted = engine.dispatch(app, make_payload("onCallCreate", account_id="B"))
+        after = engine.dispatch(app, make_payload("onCallUpdate", account_id="B"))
+    assert planted.outcome == "ok", planted.error
+    assert planted.value and set(planted.value.values()) == {"refused"}, planted.value
+    assert before.value == after.value == {
+        "account": "B", "logging": [30, 0, 30, False], "enum-bases": [0, 0, 0, False],
+        "flags": ["Perm.R|W", "re.IGNORECASE|re.MULTILINE"], "cache": [0, 0, None, 0],
+        "dataclass": [False, True], "zone": "Europe/Berlin"}
+    assert before.worker_pid == planted.worker_pid == after.worker_pid
+
 
 @pytest.mark.parametrize(("planter", "prober"), [("A", "A"), ("A", "B")],
                          ids=["same-account-same-worker", "another-account"])
