@@ -74,8 +74,15 @@ class LogRecords:
         self.records: list[dict[str, str]] = []
         self.size = 0
         self.dropped = 0
-        self.root = Logger("root", self, WARNING)
         self.loggers: dict[str, Logger] = {}
+        self._root: Logger | None = None
+
+    @property
+    def root(self) -> Logger:
+        """Made on first use: most invocations never import logging."""
+        if self._root is None:
+            self._root = Logger("root", self, WARNING)
+        return self._root
 
     def logger(self, name: Any = None) -> Logger:
         if name is None:

@@ -32,6 +32,7 @@ from typing import Any
 from handlerbox.sandbox import language as _language
 from handlerbox.sandbox import logs as _logs
 from handlerbox.sandbox import services as _services
+from handlerbox.sandbox.marks import OWNER, OWNER_MARK
 
 ALLOWED_MODULES: dict[str, frozenset[str]] = {
     # dumps/loads only: the encoder/decoder classes expose their module's internals.
@@ -126,8 +127,9 @@ ALLOWED_MODULES: dict[str, frozenset[str]] = {
     # that runs fresh every invocation. No cached_property (a threading.RLock, __set_name__),
     # singledispatch (registries), update_wrapper (writes into any function).
     "functools": frozenset(_language.FUNCTOOLS),
-    # Zones come from the tzdata package only (see _pin_tzdata); the cache is emptied before
-    # every invocation. No TZPATH/reset_tzpath (process-wide), ZoneInfo.from_file (guards).
+    # ZoneInfo is the facade's subclass (exact-str keys, its own cache, emptied before every
+    # invocation); zones come from the tzdata package only (_pin_tzdata). No TZPATH or
+    # reset_tzpath (process-wide); ZoneInfo.from_file and no_cache are refused (guards).
     "zoneinfo": frozenset(_language.ZONEINFO),
     # Built per invocation from its LogRecords (logs.py), never the real logging module.
     "logging": _logs.NAMES,
@@ -264,12 +266,21 @@ def _pin_tzdata() -> None:
             importlib.import_module("tzdata." + os.path.relpath(folder, root).replace(os.sep, "."))
 
 
+def _warm_total_ordering() -> None:
+    """total_ordering renames the functools helpers it installs (`_gt_from_lt.__name__ =
+    "__gt__"`), once per process: done here, so no invocation is the first."""
+    for op in ("__lt__", "__le__", "__gt__", "__ge__"):
+        _language.total_ordering(type("Warm", (), {op: lambda self, other: True,
+                                                   OWNER_MARK: OWNER}))
+
+
 _WARM_UP: dict[str, Callable[[], Any]] = {
     # Tables these build on first use, once per process: built with the facade, so a handler
     # cannot learn whether an earlier invocation in the same worker used them.
     "base64": lambda: _base64.b32decode(_base64.b32encode(b"x")),
     "urllib.parse": lambda: _urllib_parse.unquote("%41"),
     "zoneinfo": _pin_tzdata,
+    "functools": _warm_total_ordering,
 }
 
 
@@ -306,10 +317,9 @@ def reset_shared_state() -> None:
         _ABC_CACHE_CLEARS.extend(c._abc_caches_clear for c in _abc_classes())
     for clear in _ABC_CACHE_CLEARS:  # isinstance() answers remembered by each ABC
         clear()
-    # ZoneInfo(key) returns the instance an earlier call loaded: the facade's class and the
-    # real one (which trusted code may use) each have a cache.
-    _language.ZoneInfo.clear_cache()
-    _zoneinfo.ZoneInfo.clear_cache()
+    if "zoneinfo" in _FACADES:  # ZoneInfo(key) returns the instance an earlier call loaded
+        # (the facade's class has its own cache: handlers never reach the real class's)
+        _language.ZoneInfo.clear_cache()
     _forget_pseudo_members(_re.RegexFlag)
 
 

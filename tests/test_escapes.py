@@ -284,6 +284,12 @@ ESCAPES = [
         "from enum import Enum\n"),
     esc("enum-real-flag-class-as-a-base", "return 1", "import re\nclass F(type(re.I)):\n"
         "    pass\n"),
+    esc("generic-alias-mro-entries-smuggles-an-internal-base", "return repr(X)",
+        "import typing\nGA = type(list[int])\nclass X(GA(type(typing.List), (int,))):\n"
+        "    pass\n"),
+    esc("generic-alias-of-a-handler-class-as-a-base-of-an-internal", "return repr(X)",
+        "import typing\nclass A(list):\n    pass\nclass X(A[int], type(typing.List)):\n"
+        "    pass\n"),
     esc("dataclass-on-a-shared-class", "dataclass(frozen=True)(uuid.UUID)\n"
         "return str(uuid.NAMESPACE_DNS)", "import uuid\nfrom dataclasses import dataclass\n"),
     esc("dataclass-field-named-like-an-internal", "return 1",
