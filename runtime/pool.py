@@ -1,11 +1,19 @@
-"""Worker bookkeeping: a global budget of app-bound workers, ready spares, waiting callers.
+"""Worker bookkeeping: fair slots for running dispatches, warm workers within a memory cap, ready
+spares, waiting callers, and a keeper thread for everything off the request path.
 
-No untrusted input here. A worker serves one app for its life. `acquire` hands out, in this
-order: an idle worker of the same app (most recently used first), a spare bound on the spot
-while the budget allows, or a spare that replaces the least recently used idle worker of
-another app (idle apps give their workers back). Otherwise the caller waits in a bounded
-queue, woken when a worker is released. A keeper thread starts spares in the background, so
-a worker lost to a timeout or crash is replaced without the next caller waiting for a start.
+No untrusted input here. A worker serves one installation (pool key "<app key>/<account id>")
+for its life. The budget counts dispatches *running*, not processes: an idle warm worker
+blocks nobody. `acquire` first takes a slot (runtime.fairness: the budget, caps per app and per
+installation, waiters served fairly across apps), then a worker for it, in this order: an idle
+worker of the installation (most recently used first), a ready spare (bound on the spot), or a
+new fork. Idle workers stay warm up to a memory cap (runtime.density), the least recently used
+evicted beyond it. After a timeout the dispatcher hands over the installation's bind request
+with the dead worker, and a spare is bound to it at once: the installation's next dispatch
+finds a worker that only has to run.
+
+The keeper thread starts spares when the pool is quiet (a fork is about 3 ms of CPU: not on a
+dispatch's critical path), measures idle workers' memory and evicts beyond the cap, evicts idle
+workers that burn CPU, and demotes handlers that run long (runtime.fairness.demote).
 """
 
 from __future__ import annotations
@@ -13,36 +21,35 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from handlerbox.runtime import density, fairness, protocol
 from handlerbox.runtime.errors import Overloaded
+from handlerbox.runtime.fairness import Admission, Waiter
 from handlerbox.runtime.spawner import Spawner, WorkerProcess
+
+SPARE_QUIET_SECONDS = 0.002
+"""The keeper starts a spare once no dispatch has started for this long and none runs..."""
+SPARE_DELAY_SECONDS = 0.1
+"""...or once a spare has been missing this long, whichever comes first."""
+MEASURE_SETTLE_SECONDS = 0.2
+"""A worker is measured this long after it went idle (it has prepared its next call by then)."""
+IDLE_SWEEP_SECONDS = 2.0
+"""How often idle workers' CPU time is checked (runtime.density.IDLE_CPU_SECONDS)."""
+DEMOTE_TICK_SECONDS = fairness.DEMOTE_AFTER_SECONDS / 2
+"""How often the keeper looks for long-running handlers while dispatches run."""
 
 
 @dataclass
 class Lease:
-    """A worker handed to one caller; `fresh` means it must be bound to the app first."""
+    """A worker handed to one caller with a slot. `fresh`: it has not served yet, so its ready
+    reply comes first; `bind_sent`: the pool already sent its bind request (after a timeout)."""
 
     worker: WorkerProcess
     fresh: bool
-
-
-class _Waiter:
-    """A caller waiting for a worker: an async callback, or a threading.Event made (under the
-    pool's lock) only once the caller really has to wait."""
-
-    def __init__(self, app_key: str, wake: Callable[[], None] | None = None) -> None:
-        self.app_key = app_key
-        self.callback = wake
-        self.event: threading.Event | None = None
-
-    def wake(self) -> None:
-        if self.callback is not None:
-            self.callback()
-        else:
-            self.event.set()  # type: ignore[union-attr]
+    bind_sent: bool = False
 
 
 class Pool:
@@ -50,244 +57,447 @@ class Pool:
 
     def __init__(self, spawner: Spawner, budget: int, spares: int, recycle_after: int,
                  max_queue: int, max_queue_per_app: int | None = None,
-                 recycle_cpu_ms: float = float("inf"),
-                 recycle_rss_kb: int = 1 << 62) -> None:
+                 recycle_cpu_ms: float = float("inf"), recycle_rss_kb: int = 1 << 62, *,
+                 max_per_app: int | None = None, max_per_installation: int | None = None,
+                 idle_memory_mb: int = 512) -> None:
         self.spawner = spawner
-        self.budget = budget
         self.spare_target = spares
         self.recycle_after = recycle_after
         self.recycle_cpu_ms = recycle_cpu_ms
         self.recycle_rss_kb = recycle_rss_kb
-        self.max_queue = max_queue
-        self.max_queue_per_app = max_queue if max_queue_per_app is None else max_queue_per_app
+        self.admission = Admission(budget, max_per_app, max_per_installation, max_queue,
+                                   max_queue_per_app)
+        self.warm = density.WarmSet(idle_memory_mb << 20, density.max_idle_workers())
         self._lock = threading.Lock()
-        self._spares_wanted = threading.Condition(self._lock)
-        self._idle: dict[str, list[WorkerProcess]] = {}
-        self._lru: OrderedDict[WorkerProcess, None] = OrderedDict()
-        self._busy: set[WorkerProcess] = set()
-        self._bound = 0
+        self._keeper_wake = threading.Condition(self._lock)
+        self._busy: dict[WorkerProcess, float] = {}  # -> when its dispatch took it
+        self._demoted: set[WorkerProcess] = set()
         self._spares: list[WorkerProcess] = []
-        self._waiters: deque[_Waiter] = deque()
-        self._waiting: Counter[str] = Counter()  # per app, for its own bound
+        self._prebound: set[WorkerProcess] = set()
+        self._retired: tuple[str, ...] = ()  # key prefixes of apps replaced or uninstalled
         self._closed = False
-        self._retired: set[str] = set()  # key prefixes of apps replaced or unloaded
-        self._keeper = threading.Thread(target=self._keep_spares, daemon=True,
-                                         name="handlerbox-spares")
+        self._last_start = 0.0
+        self._spare_missing_since: float | None = None
+        self._measure_at: float | None = None
+        self._keeper_dozing = False  # asleep until notified: the next dispatch wakes it
+        self._keeper = threading.Thread(target=self._keep, daemon=True, name="handlerbox-pool")
         self._keeper.start()
+
+    @classmethod
+    def from_config(cls, spawner: Spawner, config: Any, spares: int) -> Pool:
+        """A pool with an EngineConfig's settings."""
+        return cls(spawner, budget=config.workers, spares=spares,
+                   recycle_after=config.recycle_after, max_queue=config.max_queue,
+                   max_queue_per_app=config.max_queue_per_app,
+                   # half the CPU rlimit: a worker is replaced long before it bites
+                   recycle_cpu_ms=config.worker_cpu_seconds * 500.0,
+                   recycle_rss_kb=config.recycle_rss_mb << 10,
+                   max_per_app=config.max_concurrency_per_app,
+                   max_per_installation=config.max_concurrency_per_installation,
+                   idle_memory_mb=config.idle_memory_mb)
+
+    def configure(self, *, max_per_app: int | None = None,
+                  max_per_installation: int | None = None,
+                  idle_memory_mb: int | None = None) -> None:
+        """Change the caps of a running pool (None: the budget; the memory cap unchanged)."""
+        with self._lock:
+            admission = self.admission
+            admission.per_app = admission.budget if max_per_app is None else max_per_app
+            admission.per_installation = (admission.budget if max_per_installation is None
+                                          else max_per_installation)
+            granted = admission.grant()
+            if idle_memory_mb is not None:
+                self.warm.cap = idle_memory_mb << 20
+            evicted = self._evict_locked()
+        _wake(granted)
+        _kill(evicted)
+
+    @property
+    def budget(self) -> int:
+        return self.admission.budget
 
     # -- acquire / release -----------------------------------------------------------------
 
     def acquire(self, app_key: str, wait_seconds: float) -> Lease:
-        """A worker for `app_key`; raises Overloaded when none comes free in time."""
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            waiter = _Waiter(app_key)
-            lease = self._try_acquire(app_key, waiter)
-            if lease is not None:
-                return lease
-            assert waiter.event is not None
-            if not waiter.event.wait(max(deadline - time.monotonic(), 0.0)):
-                self._give_up(waiter)
-                raise Overloaded(_waited_too_long(wait_seconds))
+        """A slot and a worker for installation `app_key`; raises Overloaded when no slot
+        comes free in time, or the wait queue is full."""
+        waiter = None
+        with self._lock:
+            if self._closed:
+                raise Overloaded("the engine is closing")
+            if self.admission.admit(app_key):
+                lease = self._warm_lease_locked(app_key)
+                if lease is not None:
+                    return lease
+            else:
+                waiter = Waiter(app_key)
+                waiter.event = threading.Event()
+                self.admission.enqueue(waiter)
+        if waiter is not None:
+            woken = waiter.event.wait(wait_seconds)  # type: ignore[union-attr]
+            self._after_wait(waiter, None if woken else _waited_too_long(wait_seconds))
+        return self._lease(app_key)
 
     async def acquire_async(self, app_key: str, wait_seconds: float) -> Lease:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
-        while True:
-            woken = loop.create_future()
-
-            def wake(woken: asyncio.Future[None] = woken) -> None:
-                loop.call_soon_threadsafe(_set_once, woken)
-
-            waiter = _Waiter(app_key, wake)
-            lease = self._try_acquire(app_key, waiter)
-            if lease is not None:
-                return lease
+        waiter = None
+        with self._lock:
+            if self._closed:
+                raise Overloaded("the engine is closing")
+            if self.admission.admit(app_key):
+                lease = self._warm_lease_locked(app_key)
+                if lease is not None:
+                    return lease
+            else:
+                loop = asyncio.get_running_loop()
+                woken: asyncio.Future[None] = loop.create_future()
+                waiter = Waiter(app_key, _waker(loop, woken))
+                self.admission.enqueue(waiter)
+        if waiter is not None:
             try:
-                await asyncio.wait_for(woken, max(deadline - loop.time(), 0.0))
+                await asyncio.wait_for(woken, wait_seconds)
             except TimeoutError:
-                self._give_up(waiter)
-                raise Overloaded(_waited_too_long(wait_seconds)) from None
+                self._after_wait(waiter, _waited_too_long(wait_seconds))
             except asyncio.CancelledError:
-                # Leave the queue; a wake-up that already reached us goes to the next waiter.
+                # Leave the queue; a slot already granted goes on to the next waiter.
                 self._give_up(waiter)
                 raise
+            else:
+                self._after_wait(waiter, None)
+        return self._lease(app_key)
 
     def release(self, worker: WorkerProcess, healthy: bool, cpu_ms: float = 0.0,
-                rss_kb: int = 0) -> None:
-        """Give a worker back after a dispatch. An unhealthy one is killed; so is one worn
-        out by invocations, CPU time (its CPU rlimit accumulates) or memory growth, between
-        invocations, so no dispatch fails for it."""
+                rss_kb: int = 0, rebind: bytes | None = None) -> None:
+        """Give a worker and its slot back after a dispatch. An unhealthy worker is killed;
+        so is one worn out by invocations, CPU time (its CPU rlimit accumulates) or memory
+        growth, between invocations, so no dispatch fails for it. `rebind`, with an unhealthy
+        worker: the bind request of its installation, for a spare to take its place now."""
         worker.invocations += 1
         worker.cpu_ms += cpu_ms
-        keep = (healthy and worker.invocations < self.recycle_after
-                and not any((worker.app_key or "").startswith(p) for p in self._retired)
+        key = worker.app_key or ""
+        retired = bool(self._retired) and key.startswith(self._retired)
+        keep = (healthy and worker.invocations < self.recycle_after and not retired
                 and worker.cpu_ms < self.recycle_cpu_ms and rss_kb < self.recycle_rss_kb)
+        evicted: list[WorkerProcess] = []
+        spare = None
         with self._lock:
-            self._busy.discard(worker)
-            if keep and not self._closed and worker.app_key is not None:
-                self._idle.setdefault(worker.app_key, []).append(worker)
-                self._lru[worker] = None
+            self._busy.pop(worker, None)
+            if self._demoted and worker in self._demoted:
+                self._demoted.discard(worker)
+                keep = keep and fairness.restore(worker.pid)  # else: not kept at nice 19
+            granted = self.admission.free(key)
+            if keep and not self._closed:
+                self.warm.put(worker, key)
+                if self.warm.idle_bytes > self.warm.cap or len(self.warm) > self.warm.max_workers:
+                    evicted = self._evict_locked()
+                if worker.invocations == 1 or worker.invocations % density.MEASURE_EVERY == 0:
+                    self._measure_soon_locked()
             else:
-                self._bound -= 1
-            self._wake_one()
-        if not keep or self._closed:
+                keep = False
+                self.warm.forget(worker)
+                if rebind is not None and not self._closed and not retired:
+                    spare = self._pop_spare_locked()
+        _wake(granted)
+        if not keep:
             worker.kill()
+        _kill(evicted)
+        if spare is not None and rebind is not None:
+            self._prebind(spare, key, rebind)
 
     def retire(self, key_prefix: str) -> int:
         """Kill the idle workers whose key starts with `key_prefix` (an app version that was
-        replaced or unloaded); busy ones finish their dispatch and are not kept."""
+        replaced or unloaded, or an installation removed); busy ones finish their dispatch
+        and are not kept."""
         with self._lock:
-            self._retired.add(key_prefix)
-            gone = [w for w in self._lru if (w.app_key or "").startswith(key_prefix)]
-            for worker in gone:
-                del self._lru[worker]
-                self._idle[worker.app_key or ""].remove(worker)
-                self._bound -= 1
-            for _ in gone:
-                self._wake_one()
-        for worker in gone:
-            worker.kill()
+            self._retired = (*self._retired, key_prefix)
+            gone = self.warm.matching(key_prefix)
+            self._forget_locked(gone)
+        _kill(gone)
         return len(gone)
 
     def close(self) -> None:
-        """Kill every worker; callers still waiting are told the pool is overloaded. Busy
+        """Kill every worker; callers still waiting are told the engine is closing. Busy
         workers are only signalled: their callers see EOF, then release (and close) them."""
         with self._lock:
             self._closed = True
-            unused = [*self._lru, *self._spares]
-            busy = list(self._busy)
-            self._idle.clear()
-            self._lru.clear()
+            unused = [*self.warm.clear(), *self._spares]
             self._spares.clear()
-            while self._waiters:
-                self._wake_one()
-            self._spares_wanted.notify_all()
-        for worker in unused:
-            worker.kill()
+            self._prebound.clear()
+            busy = list(self._busy)
+            waiting = self.admission.drain()
+            self._keeper_wake.notify_all()
+        _wake(waiting)
+        _kill(unused)
         for worker in busy:
             worker.stop()
 
     def stats(self) -> dict[str, int]:
+        """`bound`: slots in use (running dispatches, counted against the budget); `idle`
+        warm workers and `idle_mb` their memory; `busy`, `spares`, `waiting`."""
         with self._lock:
-            return {"bound": self._bound, "idle": len(self._lru), "busy": len(self._busy),
-                    "spares": len(self._spares), "waiting": len(self._waiters)}
+            return {"bound": self.admission.running, "idle": len(self.warm),
+                    "busy": len(self._busy), "spares": len(self._spares),
+                    "waiting": self.admission.waiting,
+                    "idle_mb": self.warm.idle_bytes >> 20}
 
     def states(self) -> list[tuple[WorkerProcess, str]]:
         """Every worker with its state: "idle", "busy" or "spare"."""
         with self._lock:
-            return ([(w, "idle") for w in self._lru] + [(w, "busy") for w in self._busy]
+            return ([(w, "idle") for w in self.warm] + [(w, "busy") for w in self._busy]
                     + [(w, "spare") for w in self._spares])
 
     def workers(self) -> list[WorkerProcess]:
         with self._lock:
-            return [*self._lru, *self._busy, *self._spares]
+            return [*self.warm, *self._busy, *self._spares]
 
     # -- internals -------------------------------------------------------------------------
 
-    def _try_acquire(self, app_key: str, waiter: _Waiter) -> Lease | None:
+    def _after_wait(self, waiter: Waiter, timed_out: str | None) -> None:
+        """After a wait: keep a granted slot, or give up (passing a late grant on)."""
+        if timed_out is None and waiter.granted:
+            return
+        self._give_up(waiter)
+        if self._closed:
+            raise Overloaded("the engine is closing")
+        raise Overloaded(timed_out or "the engine is closing")
+
+    def _give_up(self, waiter: Waiter) -> None:
+        """A waiter stops waiting. If a slot was granted to it meanwhile, the slot goes on to
+        the next waiter, so a free slot is never left unclaimed while others wait."""
+        with self._lock:
+            granted = []
+            if not self.admission.withdraw(waiter) and waiter.granted:
+                waiter.granted = False
+                granted = self.admission.free(waiter.key)
+        _wake(granted)
+
+    def _warm_lease_locked(self, key: str) -> Lease | None:
+        """The slot's worker when the installation has a live idle one (the fast path)."""
+        worker = self.warm.take(key)
+        if worker is None or worker.exit_status.done():  # died while idle: the slow path
+            if worker is not None:
+                self.warm.put(worker, key)  # _lease takes it out and kills it
+            return None
+        return self._hand_out_locked(worker)
+
+    def _hand_out_locked(self, worker: WorkerProcess) -> Lease:
+        self._last_start = now = time.monotonic()
+        self._busy[worker] = now
+        if self._keeper_dozing:
+            self._keeper_dozing = False
+            self._keeper_wake.notify()
+        if self._prebound and worker in self._prebound:
+            self._prebound.discard(worker)
+            return Lease(worker, fresh=True, bind_sent=True)
+        return Lease(worker, fresh=worker.invocations == 0)
+
+    def _lease(self, key: str) -> Lease:
+        """A worker for a slot already taken: warm, else a spare, else a new fork."""
         dead: list[WorkerProcess] = []
         try:
-            return self._try_acquire_locked(app_key, waiter, dead)
+            with self._lock:
+                while (worker := self.warm.take(key)) is not None:
+                    if not worker.exit_status.done():
+                        return self._hand_out_locked(worker)
+                    dead.append(worker)  # died while idle: never hand it out
+                self._forget_locked(dead)
+                spare = self._pop_spare_locked()
+                # A new installation's worker: make room among the idle ones now.
+                evicted = self.warm.over_cap(adding=1)
+                self._forget_locked(evicted)
         finally:
-            for worker in dead:
-                worker.kill()
-
-    def _try_acquire_locked(self, app_key: str, waiter: _Waiter,
-                            dead: list[WorkerProcess]) -> Lease | None:
-        victim = None
-        with self._lock:
-            if self._closed:
-                raise Overloaded("the engine is closing")
-            idle = self._idle.get(app_key)
-            while idle:
-                worker = idle.pop()
-                del self._lru[worker]
-                if worker.exit_status.done():  # died while idle: never hand it out
-                    self._bound -= 1
-                    dead.append(worker)
-                    continue
-                self._busy.add(worker)
-                return Lease(worker, fresh=False)
-            if self._bound >= self.budget:
-                if not self._lru:
-                    if len(self._waiters) >= self.max_queue:
-                        raise Overloaded(f"the wait queue is full ({self.max_queue} dispatches "
-                                         "waiting for a worker; config.max_queue)")
-                    if self._waiting[app_key] >= self.max_queue_per_app:
-                        raise Overloaded(f"this installation's wait queue is full "
-                                         f"({self.max_queue_per_app} dispatches waiting; "
-                                         "config.max_queue_per_app)")
-                    if waiter.callback is None:
-                        waiter.event = threading.Event()
-                    self._waiters.append(waiter)
-                    self._waiting[app_key] += 1
-                    return None
-                victim, _ = self._lru.popitem(last=False)
-                self._idle[victim.app_key or ""].remove(victim)
-            else:
-                self._bound += 1
-            spare = None
-            while self._spares and spare is None:
-                spare = self._spares.pop()
-                if spare.exit_status.done():
-                    dead.append(spare)
-                    spare = None
-            self._spares_wanted.notify()
-        if victim is not None:
-            victim.kill()
-        try:
-            worker = spare or self.spawner.spawn()
-        except BaseException:
-            with self._lock:
-                self._bound -= 1
-                self._wake_one()
-            raise
-        worker.app_key = app_key
-        with self._lock:
-            self._busy.add(worker)
-        return Lease(worker, fresh=True)
-
-    def _wake_one(self) -> None:
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            self._forget(waiter)
-            waiter.wake()
-
-    def _forget(self, waiter: _Waiter) -> None:
-        self._waiting[waiter.app_key] -= 1
-        if not self._waiting[waiter.app_key]:
-            del self._waiting[waiter.app_key]
-
-    def _give_up(self, waiter: _Waiter) -> None:
-        """A waiter timed out. If it was woken meanwhile, pass the wake-up on, so a free
-        worker is never left unclaimed while others wait."""
-        with self._lock:
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                self._wake_one()
-            else:
-                self._forget(waiter)
-
-    def _keep_spares(self) -> None:
-        while True:
-            with self._lock:
-                while not self._closed and len(self._spares) >= self.spare_target:
-                    self._spares_wanted.wait()
-                if self._closed:
-                    return
+            _kill(dead)
+        _kill(evicted)
+        if spare is None:
             try:
                 spare = self.spawner.spawn()
-            except Exception:
+            except BaseException:
                 with self._lock:
-                    self._spares_wanted.wait(0.5)
+                    granted = self.admission.free(key)
+                _wake(granted)
+                raise
+        spare.app_key = key
+        with self._lock:
+            return self._hand_out_locked(spare)
+
+    def _pop_spare_locked(self) -> WorkerProcess | None:
+        """A live spare, if any; the keeper is told to replace it."""
+        spare = None
+        while self._spares and spare is None:
+            spare = self._spares.pop()
+            if spare.exit_status.done():
+                spare.kill()  # its fds only: the process is gone
+                spare = None
+        self._keeper_wake.notify()
+        return spare
+
+    def _prebind(self, spare: WorkerProcess, key: str, bind: bytes) -> None:
+        """Bind a spare to `key` now and keep it warm: the installation's next dispatch sends
+        only its request (the ready reply comes first, as from any fresh worker)."""
+        try:
+            protocol.write_frame(spare.request_fd, bind)
+        except OSError:  # the spare died
+            spare.kill()
+            return
+        spare.app_key = key
+        with self._lock:
+            if not self._closed:
+                self._prebound.add(spare)
+                self.warm.put(spare, key)
+                return
+        spare.kill()
+
+    def _evict_locked(self) -> list[WorkerProcess]:
+        evicted = self.warm.over_cap()
+        self._forget_locked(evicted)
+        return evicted
+
+    def _forget_locked(self, workers: list[WorkerProcess]) -> None:
+        for worker in workers:
+            self._prebound.discard(worker)
+            self.warm.forget(worker)
+
+    def _measure_soon_locked(self) -> None:
+        if self._measure_at is None:
+            self._measure_at = time.monotonic() + MEASURE_SETTLE_SECONDS
+            self._keeper_wake.notify()
+
+    # -- the keeper ------------------------------------------------------------------------
+
+    def _keep(self) -> None:
+        next_sweep = time.monotonic() + IDLE_SWEEP_SECONDS
+        next_demote = 0.0
+        while True:
+            with self._lock:
+                while True:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    waits = [next_sweep - now]
+                    spare = len(self._spares) < self.spare_target
+                    if spare:
+                        waits.append(self._spare_wait(now))
+                    else:
+                        self._spare_missing_since = None
+                    if self._measure_at is not None:
+                        waits.append(self._measure_at - now)
+                    # Nothing ran for a tick: nothing to demote; doze until a dispatch starts
+                    # (it notifies). Else tick: a notify per dispatch would cost a GIL hand-off.
+                    dozing = not self._busy and now - self._last_start >= DEMOTE_TICK_SECONDS
+                    if not dozing:
+                        waits.append(next_demote - now)
+                    wait = min(waits)
+                    if wait <= 0:
+                        break
+                    self._keeper_dozing = dozing
+                    self._keeper_wake.wait(wait)
+                    self._keeper_dozing = False
+                measure = self._measure_at is not None and self._measure_at <= now
+                if measure:
+                    self._measure_at = None
+                if self._busy and now >= next_demote:
+                    next_demote = now + DEMOTE_TICK_SECONDS
+                    self._demote_locked(now)
+                elif now >= next_demote:
+                    next_demote = now + DEMOTE_TICK_SECONDS
+                spare = spare and self._spare_wait(now) <= 0
+            if spare:
+                self._start_spare()
+            if measure:
+                self._measure()
+            if now >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + IDLE_SWEEP_SECONDS
+
+    def _spare_wait(self, now: float) -> float:
+        """Seconds until the keeper should start a spare: none when the pool is quiet, else
+        at most SPARE_DELAY_SECONDS after the spare went missing."""
+        if self._spare_missing_since is None:
+            self._spare_missing_since = now
+        if not self._busy and now - self._last_start >= SPARE_QUIET_SECONDS:
+            return 0.0
+        return min(SPARE_QUIET_SECONDS, self._spare_missing_since + SPARE_DELAY_SECONDS - now)
+
+    def _start_spare(self) -> None:
+        try:
+            spare = self.spawner.spawn()
+        except Exception:
+            with self._lock:
+                self._keeper_wake.wait(0.5)
+            return
+        with self._lock:
+            self._spare_missing_since = None
+            if not self._closed:
+                self._spares.append(spare)
+                return
+        spare.kill()
+
+    def _demote_locked(self, now: float) -> None:
+        """Demote the handlers running longer than fairness.DEMOTE_AFTER_SECONDS (under the
+        lock, so a worker released meanwhile is never left demoted; a few syscalls each)."""
+        for worker, started in self._busy.items():
+            if (now - started >= fairness.DEMOTE_AFTER_SECONDS
+                    and worker not in self._demoted and fairness.demote(worker.pid)):
+                self._demoted.add(worker)
+
+    def _measure(self) -> None:
+        """Measure idle workers due for it (outside the lock: about 1 ms each), then evict
+        over the cap, and those that burn CPU between invocations."""
+        with self._lock:
+            due = self.warm.due()
+        burning = []
+        for worker in due:
+            measured = density.measure(worker)
+            if measured is None:
                 continue
             with self._lock:
-                if self._closed:
-                    spare.kill()
-                    return
-                self._spares.append(spare)
+                self.warm.record(worker, measured)
+                if self.warm.burning(worker, measured) and self.warm.remove(worker):
+                    self._forget_locked([worker])
+                    burning.append(worker)
+        with self._lock:
+            evicted = self._evict_locked()
+        _kill(burning + evicted)
+
+    def _sweep(self) -> None:
+        """Evict idle workers that burn CPU between invocations (a module body still running
+        long after the reply): a cheap read of /proc per idle worker."""
+        with self._lock:
+            idle = list(self.warm)
+        burning = []
+        for worker in idle:
+            cpu = density.cpu_seconds(worker.pid)
+            if cpu is None or cpu - worker.cpu_ms / 1000.0 <= density.IDLE_CPU_SECONDS:
+                continue
+            with self._lock:
+                if self.warm.remove(worker):
+                    self._forget_locked([worker])
+                    burning.append(worker)
+        _kill(burning)
+
+
+def _waker(loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]
+           ) -> Callable[[], None]:
+    """Wake an async waiter: directly on its loop's own thread (no self-pipe write), else
+    through call_soon_threadsafe."""
+    thread = threading.get_ident()
+
+    def wake() -> None:
+        if threading.get_ident() == thread:
+            _set_once(woken)
+        else:
+            loop.call_soon_threadsafe(_set_once, woken)
+
+    return wake
+
+
+def _wake(waiters: list[Waiter]) -> None:
+    for waiter in waiters:
+        waiter.wake()
+
+
+def _kill(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.kill()
 
 
 def _waited_too_long(seconds: float) -> str:

@@ -383,7 +383,8 @@ def test_engine_config_is_frozen_and_strict() -> None:
         "max_result_bytes, recycle_after, max_queue, max_queue_per_app, require, isolation, "
         "worker_cpu_seconds, recycle_rss_mb, database, max_host_calls, scheduler, "
         "schedule_min_lead_seconds, schedule_min_period_seconds, webhook_base_url, "
-        "allow_networks, allow_http_hosts)",
+        "allow_networks, allow_http_hosts, max_concurrency_per_app, "
+        "max_concurrency_per_installation, idle_memory_mb)",
     ]
 
 
