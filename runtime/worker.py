@@ -17,16 +17,44 @@ import base64
 import marshal
 import os
 import resource
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from handlerbox.runtime import protocol
-from handlerbox.sandbox import services
+from handlerbox.sandbox import runner, services
 from handlerbox.sandbox.errors import HandlerError, HandlerNotFound, ResultError
-from handlerbox.sandbox.policy import CompiledHandler
+from handlerbox.sandbox.policy import CompiledHandler, compile_handler
 from handlerbox.sandbox.results import to_json_bytes
 from handlerbox.sandbox.runner import Limits, invoke
+
+# issue 14, hot-path prep: the sandbox's prepare-ahead API, when it offers one. prepare(compiled,
+# limits) resets the shared caches, then runs the module body in a fresh namespace; the object
+# it returns is used once: .call(name, payload) -> Invocation (as invoke), or .discard().
+# Without it, every invocation runs its module body on the request path (runner.invoke).
+prepare_module: Callable[[CompiledHandler, Limits], Any] | None = getattr(
+    runner, "prepare", None)
+
+PREPARED_MAX_AGE = 1.0
+"""Seconds a prepared module may wait for its request; older, it is run again (module bodies
+that read the clock see the time their invocation arrived, give or take this)."""
+
+PREPARE_SLOW = 0.05
+"""A module body that took longer than this to prepare is prepared on the request path from
+then on (a slow body should run under the host's deadline, not while the worker is idle)."""
+
+WARM_UP_SOURCE = """import json
+def warm_up(payload):
+    data = payload["data"]
+    print("warm", len(data))
+    return json.loads(json.dumps({"keys": sorted(data), "call": data["call"]["id"]}))
+"""
+"""issue 14: a trusted handler each worker runs once before its first request. A fork shares
+the zygote's pages until it writes them; an invocation writes a few hundred (reference counts,
+caches, allocator state): copying them now, off the request path, takes about 0.7 ms off the
+first invocation (the one that answers right after a timeout)."""
 
 MAX_REQUEST_BYTES = 48 << 20
 """Requests come from the host, but are still capped: a bind carries the module (1 MiB of
@@ -48,6 +76,13 @@ class Worker:
         self.compiled: CompiledHandler | None = None
         self.limits = Limits()
         self.ready_pending = False
+        # issue 14, hot-path prep: the next invocation's module, run after the last reply
+        self.prepare_ahead = prepare_module is not None
+        self.prepared: Any = None
+        self.prepared_at = 0.0
+        self.usage_before: resource.struct_rusage | None = None  # CPU since the last reply
+        self.preparing = False
+        self.spoiled = False
 
     def at(self, stage: str) -> bool:
         """A point in the worker's life (see runtime.faults); True when a test fault replaced
@@ -61,6 +96,7 @@ class Worker:
         fresh worker that dies before its ready reply never ran the handler, so the host
         may safely send the dispatch to another worker."""
         self.at("start")
+        self.warm_up()
         served = 0
         while True:
             if self.ready_pending:
@@ -84,8 +120,25 @@ class Worker:
                 served += 1
                 if served == 1:
                     self.at("between")
+                if self.prepare_ahead:  # issue 14: off the request path
+                    self.prepare_next()
             elif not self.other(request):
                 raise protocol.ProtocolError(f"unknown request {op!r}")
+
+    def warm_up(self) -> None:
+        """issue 14: run WARM_UP_SOURCE once (trusted code; the next invocation resets the
+        shared caches as every invocation does). Never fails the worker."""
+        try:
+            compiled = compile_handler(WARM_UP_SOURCE, "warm_up.py")
+            code = marshal.loads(base64.b64decode(base64.b64encode(marshal.dumps(
+                compiled.code))))
+            request = protocol.decode(orjson.dumps({"op": "invoke", "payload": {
+                "data": {"call": {"id": 1}, "actor": {"type": "system"}}}}))
+            warm = CompiledHandler(compiled.filename, compiled.source, code)
+            encode({"op": "result", "value": orjson.Fragment(
+                invoke(warm, "warm_up", request["payload"], Limits()).result_json)})
+        except Exception:
+            pass
 
     def other(self, request: dict[str, Any]) -> bool:
         """A request outside the protocol: test workers take probes here."""
@@ -104,13 +157,45 @@ class Worker:
         except ImportError:  # pragma: no cover - the title is for operators only
             pass
 
+    def prepare_next(self) -> None:
+        """issue 14: run the next invocation's module body now, while the host has nothing for
+        this worker: the sandbox resets the shared caches first, then execs the module in a
+        fresh namespace that only the next invocation uses. No host call can be made now: one
+        spoils the preparation, and the module runs again when the request comes."""
+        assert self.compiled is not None and prepare_module is not None
+        self.usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.monotonic()
+        self.preparing, self.spoiled = True, False
+        try:
+            prepared = prepare_module(self.compiled, self.limits)
+        except BaseException:  # MemoryError and all: the request path runs the module again
+            prepared = None
+        finally:
+            self.preparing = False
+        self.prepared_at = time.monotonic()
+        if self.prepared_at - started > PREPARE_SLOW:
+            self.prepare_ahead = False
+        if prepared is not None and self.spoiled:
+            prepared.discard()
+            prepared = None
+        self.prepared = prepared
+
     def invoke(self, handler: str, payload: Any) -> dict[str, Any]:
         assert self.compiled is not None, "invoke before bind"
-        start = resource.getrusage(resource.RUSAGE_SELF)
+        prepared, self.prepared = self.prepared, None
+        if prepared is not None and time.monotonic() - self.prepared_at > PREPARED_MAX_AGE:
+            prepared.discard()
+            prepared = None
+        # CPU counts from the last reply on: a preparation, used or not, is this invocation's
+        start, self.usage_before = (self.usage_before
+                                    or resource.getrusage(resource.RUSAGE_SELF)), None
         reply: dict[str, Any] = {"op": "result"}
         self.at("run")
         try:
-            outcome = invoke(self.compiled, handler, payload, self.limits)
+            if prepared is not None:
+                outcome = prepared.call(handler, payload)
+            else:
+                outcome = invoke(self.compiled, handler, payload, self.limits)
             reply.update(status="ok", value=orjson.Fragment(outcome.result_json),
                          logs=outcome.logs)
         except MemoryError:
@@ -130,6 +215,10 @@ class Worker:
 
     def call_host(self, service: str, operation: str, args: dict[str, Any]) -> Any:
         """One service call for the running handler: a call frame out, the answer back."""
+        if self.preparing:  # issue 14: a module body being prepared ahead cannot call out
+            self.spoiled = True
+            raise services.ServiceError(503, "services are not available to a module body "
+                                        "run ahead of its invocation")
         try:
             encoded = to_json_bytes(args, MAX_CALL_ARGS)
         except ResultError as exc:
