@@ -1,9 +1,11 @@
-"""Many apps: 100 apps loaded in one engine under a worker budget of 4, dispatched round-robin.
+"""Many installations: 100 apps (one installation each) in one engine under a worker budget of 4,
+dispatched round-robin.
 
 No untrusted input. The apps are copies of tests/apps/bench_call_create in a temporary
-directory (each copy is a separate app with its own key). Every call goes to the next app,
-so with more apps than workers most calls find no idle worker of their app: they take the
-spare, or evict another app's least recently used worker. Ops:
+directory (each copy is a separate app with its own key). Every call goes to the next app.
+The budget counts dispatches running, not workers, so after its first call every app keeps a
+warm worker (they fit the default idle-memory cap) and a call is a round trip, not a fork.
+Ops:
 
     latency(calls, warmup)   nanoseconds per dispatch, round-robin over the apps, plus how many
                              distinct worker pids served them

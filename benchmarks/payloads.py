@@ -19,6 +19,8 @@ CALL_APP = APPS / "bench_call_create"
 FOREVER_APP = APPS / "bench_forever"
 """onCallCreate never returns; onCallUpdate is the typical handler (for timeout recovery)."""
 HANDLER = "onCallCreateHandler"
+SLOW_APP = APPS / "fair_slow"
+"""onCallCreate keeps its worker busy for data.seconds of wall time (the fairness flood)."""
 
 SIZES: dict[str, int] = {"350": 350, "10k": 10 * 1024, "256k": 256 * 1024}
 """Target sizes in bytes; "350" is approximate, the others are exact."""

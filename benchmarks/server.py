@@ -35,6 +35,8 @@ CASES = {
     "mp_forkserver": "handlerbox.benchmarks.coldstart:MultiprocessingCold",
     "restricted": "handlerbox.benchmarks.restricted_vs_plain:Case",
     "many_apps": "handlerbox.benchmarks.many_apps:ManyApps",
+    "fairness": "handlerbox.benchmarks.fairness:Fairness",
+    "density": "handlerbox.benchmarks.density:Density",
 }
 """Case name -> the class that runs it: it takes the config dict, has close(), its ops as
 methods, and optionally describe() (extra facts recorded with the results)."""

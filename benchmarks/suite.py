@@ -11,7 +11,11 @@ so their idle pool threads never run beside it. Sections, and the question each 
     timeout     h:   lateness of a timeout result, and time back to normal service
     cold        i:   time until a new worker serves
     restricted  j:   a restricted handler call against the same code as plain Python
-    many_apps   l:   100 apps round-robin under a budget of 4: latency and tree memory
+    many_apps   l:   100 installations round-robin under a budget of 4: latency and memory
+    fairness    m:   app A floods with 3-second handlers (budget 4, cap 2 per app): app B's
+                     latency (benchmarks/pool_questions.py)
+    density     n:   1000 installations kept warm: memory of host, zygote and workers, and
+                     round-robin latency over all of them
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from handlerbox.benchmarks import payloads
+from handlerbox.benchmarks import payloads, pool_questions
 from handlerbox.benchmarks.cases import CaseProcess, MissingCase
 from handlerbox.benchmarks.stats import median, percentile, summarise_ns
 
-SECTIONS = ("latency", "sweep", "throughput", "timeout", "cold", "restricted", "many_apps")
+SECTIONS = ("latency", "sweep", "throughput", "timeout", "cold", "restricted", "many_apps",
+            "fairness", "density")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
@@ -38,6 +43,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cold": {"trials": 30},
         "restricted": {"rounds": 30, "calls": 2000},
         "many_apps": {"apps": 100, "budget": 4, "rounds": 8, "calls": 500, "warmup": 20},
+        "fairness": {"budget": 4, "cap": 2, "flood": 8, "seconds": 3.0, "rounds": 8,
+                     "calls": 1000, "warmup": 20},
+        "density": {"installations": 1000, "budget": 4, "idle_memory_mb": 8192, "rounds": 4,
+                    "calls": 2000, "warmup": 0},
     },
     "quick": {
         "setup_warmup": 100, "op_timeout": 120.0,
@@ -48,6 +57,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cold": {"trials": 8},
         "restricted": {"rounds": 10, "calls": 1000},
         "many_apps": {"apps": 100, "budget": 4, "rounds": 3, "calls": 300, "warmup": 10},
+        "fairness": {"budget": 4, "cap": 2, "flood": 8, "seconds": 3.0, "rounds": 3,
+                     "calls": 600, "warmup": 20},
+        "density": {"installations": 1000, "budget": 4, "idle_memory_mb": 8192, "rounds": 1,
+                    "calls": 1000, "warmup": 0},
     },
     "smoke": {
         "setup_warmup": 5, "op_timeout": 60.0,
@@ -58,6 +71,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cold": {"trials": 1},
         "restricted": {"rounds": 1, "calls": 20},
         "many_apps": {"apps": 6, "budget": 4, "rounds": 1, "calls": 12, "warmup": 0},
+        "fairness": {"budget": 4, "cap": 2, "flood": 4, "seconds": 0.5, "rounds": 1,
+                     "calls": 10, "warmup": 1},
+        "density": {"installations": 12, "budget": 4, "idle_memory_mb": 512, "rounds": 1,
+                    "calls": 24, "warmup": 0},
     },
 }
 """Counts per profile: "full" is the default, "quick" must finish in under a minute, "smoke"
@@ -126,6 +143,10 @@ class Suite:
             total += 1
         if "many_apps" in self.sections:
             total += p["many_apps"]["rounds"] + 1
+        if "fairness" in self.sections:
+            total += p["fairness"]["rounds"]
+        if "density" in self.sections:
+            total += p["density"]["rounds"] + 1
         return total
 
     @contextmanager
@@ -195,6 +216,10 @@ class Suite:
             with self.cases({"many_apps": {"apps": p["apps"], "budget": p["budget"]}}
                             ) as running:
                 result["many_apps"] = self.many_apps(running["many_apps"])
+        if "fairness" in self.sections:
+            result["fairness"] = pool_questions.fairness(self)
+        if "density" in self.sections:
+            result["density"] = pool_questions.density(self)
         return result
 
     def latency(self, running: dict[str, CaseProcess | MissingCase]) -> dict[str, Any]:
@@ -328,10 +353,7 @@ def run(profile: str, placement: dict[str, Any], workers: int, sections: tuple[s
     start = time.perf_counter()
     result = suite.run()
     floor = result.get("latency", {}).get("contenders", {}).get("floor", {}).get("p50_us")
-    many = result.get("many_apps")
-    if many and "p99_us" in many:
-        many["ratio_p99_to_floor"] = many["p99_us"] / floor if floor else None
-        many["ratio_p50_to_floor"] = many["p50_us"] / floor if floor else None
+    pool_questions.add_floor_ratios(result, floor)
     result["seconds"] = time.perf_counter() - start
     result["errors"] = suite.errors
     result["skipped"] = suite.skipped

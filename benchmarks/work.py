@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-_SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+_SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),
                        "tests", "apps", "bench_call_create", "server", "server.py")
 _handler: Any = None
 

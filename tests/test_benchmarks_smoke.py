@@ -146,16 +146,38 @@ def test_restricted_sweep_and_many_apps_have_their_fields(smoke_run: dict[str, A
 
 
 @pytest.mark.timeout(180)
+def test_fairness_and_density_have_their_fields(smoke_run: dict[str, Any]) -> None:
+    result = smoke_run["json"]
+    fair = result["fairness"]
+    assert fair["errors"] == 0 and fair["cap"] == 2 and fair["budget"] == 4
+    assert fair["a_running_min"] == 2  # the flood runs as many as the cap allows
+    assert fair["a_waiting_min"] >= 1  # and queues the rest
+    for key in ("p50_us", "p99_us", "ratio_p99_to_floor"):
+        assert number(fair[key]), key
+    density = result["density"]
+    installations = suite.PROFILES["smoke"]["density"]["installations"]
+    assert density["errors"] == 0 and density["workers_per_round"] == installations
+    memory = density["memory"]
+    assert memory["installations"] == installations
+    assert memory["roles"]["workers"]["processes"] >= installations  # warm, plus a spare
+    assert memory["roles"]["host"]["processes"] == memory["roles"]["zygote"]["processes"] == 1
+    assert memory["pool_idle_workers"] == installations
+    assert 0 < memory["uss_mb_per_worker"] < 64
+    assert number(density["ratio_p99_to_floor"])
+
+
+@pytest.mark.timeout(180)
 def test_goals_and_tables_are_printed(smoke_run: dict[str, Any]) -> None:
     result, stdout = smoke_run["json"], smoke_run["stdout"]
     goals = result["goals"]
-    assert len(goals) == 11
+    assert len(goals) == 10
     for goal in goals:
         assert goal["passed"] in (True, False, None) and number(goal["limit"])
     marks = [line for line in stdout.splitlines() if line[:4] in ("PASS", "MISS", "n/a ")]
     assert len(marks) == len(goals)
     for title in ("latency:", "throughput:", "timeout recovery:", "cold start:",
-                  "restricted vs plain:", "payload size sweep:", "many apps:", "placement: same"):
+                  "restricted vs plain:", "payload size sweep:", "many installations:",
+                  "fairness:", "density:", "placement: same"):
         assert title in stdout, title
 
 
