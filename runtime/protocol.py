@@ -45,10 +45,13 @@ def frame(body: bytes) -> bytes:
 
 def write_frame(fd: int, body: bytes) -> None:
     """Write one frame; the pipe is blocking and sized so that requests rarely wait."""
-    data = memoryview(frame(body))
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+    data = frame(body)
+    written = os.write(fd, data)
+    if written == len(data):  # the usual case: one write, no view to slice
+        return
+    view = memoryview(data)[written:]
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def unread_bytes(fd: int) -> int:
@@ -107,6 +110,17 @@ class FrameReader:
         self.buffer += data
         return self.next_body()
 
+    def take(self, data: bytes) -> bytes | None:
+        """`feed`, with a fast path for the usual case, a read that holds exactly one frame
+        and nothing before it (no copies through the buffer); capped all the same."""
+        if not self.buffer and len(data) >= HEADER.size:
+            (size,) = HEADER.unpack_from(data)
+            if size > self.max_bytes:
+                raise ProtocolError(f"frame of {size} bytes is over the cap of {self.max_bytes}")
+            if len(data) == HEADER.size + size:
+                return data[HEADER.size:]
+        return self.feed(data)
+
 
 CHUNK = 65536
 
@@ -117,7 +131,7 @@ def read_frame(fd: int, reader: FrameReader, deadline: float | None = None) -> b
     comes first; nothing sleeps. The host reads before it polls: on one CPU the worker has
     usually answered by the time the request write returns. Raises PeerClosed, ProtocolError
     or DeadlineReached."""
-    body = reader.next_body()
+    body = reader.next_body() if reader.buffer else None
     while body is None:
         try:
             data = os.read(fd, CHUNK)
@@ -126,7 +140,7 @@ def read_frame(fd: int, reader: FrameReader, deadline: float | None = None) -> b
             continue
         if not data:
             raise PeerClosed("peer closed the pipe")
-        body = reader.feed(data)
+        body = reader.take(data)
     return body
 
 

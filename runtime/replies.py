@@ -69,7 +69,7 @@ async def read_reply_async(worker: WorkerProcess, deadline: float, started: bool
 
 async def read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
     """Wait for one frame in the event loop: a reader callback and a deadline timer."""
-    body = worker.reader.next_body()
+    body = worker.reader.next_body() if worker.reader.buffer else None
     while body is None:  # read before registering with the loop: the answer is often there
         try:
             data = os.read(worker.reply_fd, protocol.CHUNK)
@@ -77,7 +77,7 @@ async def read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
             break
         if not data:
             raise protocol.PeerClosed("peer closed the pipe")
-        body = worker.reader.feed(data)
+        body = worker.reader.take(data)
     if body is not None:
         return body
     loop = asyncio.get_running_loop()
@@ -91,7 +91,7 @@ async def read_frame_async(worker: WorkerProcess, deadline: float) -> bytes:
             data = os.read(fd, protocol.CHUNK)
             if not data:
                 raise protocol.PeerClosed("peer closed the pipe")
-            frame = worker.reader.feed(data)
+            frame = worker.reader.take(data)
         except BlockingIOError:
             return  # a spurious wake-up: keep waiting
         except (protocol.ProtocolError, OSError) as exc:
