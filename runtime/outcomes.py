@@ -21,7 +21,13 @@ from handlerbox.runtime.errors import (
     ProtocolError,
 )
 from handlerbox.runtime.iparams import scrub, scrub_value
-from handlerbox.runtime.results import ErrorInfo, HostCallRecord, InvocationResult, Outcome
+from handlerbox.runtime.results import (
+    ErrorInfo,
+    HostCallRecord,
+    InvocationResult,
+    LogRecord,
+    Outcome,
+)
 from handlerbox.runtime.spawner import describe_status
 
 TIMEOUT_MESSAGE = "Timeout error while processing the request."
@@ -52,7 +58,8 @@ class Ending:
         return InvocationResult.model_construct(
             outcome=outcome, app=self.app.name, event=self.event, handler=self.handler,
             value=fields.pop("value", None), error=fields.pop("error", None),
-            logs=fields.pop("logs", ""), duration_ms=(time.monotonic() - self.start) * 1000.0,
+            logs=fields.pop("logs", ""), log_records=fields.pop("log_records", []),
+            duration_ms=(time.monotonic() - self.start) * 1000.0,
             cpu_ms=fields.pop("cpu_ms", None), max_rss_kb=fields.pop("max_rss_kb", None),
             timeout_s=self.app.execution_timeout, worker_pid=fields.pop("worker_pid", None),
             account_id=self.account_id, host_calls=self.host_calls or [])
@@ -66,7 +73,9 @@ class Ending:
         """A checked result message from the worker; secure iparam values scrubbed."""
         if self.secrets:
             reply = _scrubbed(reply, self.secrets)
-        common = {"logs": reply["logs"], "cpu_ms": reply["cpu_ms"],
+        common = {"logs": reply["logs"], "log_records": [
+                      LogRecord.model_construct(**r) for r in reply["log_records"]],
+                  "cpu_ms": reply["cpu_ms"],
                   "max_rss_kb": reply["max_rss_kb"], "worker_pid": worker_pid}
         status = reply["status"]
         if status == "ok":
@@ -107,7 +116,8 @@ class Ending:
 def _scrubbed(reply: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
     """The reply with every secure iparam value replaced in its logs, error and value: a
     handler that prints or returns a secret must not show it to whoever reads results."""
-    reply = dict(reply, logs=scrub(reply["logs"], secrets))
+    reply = dict(reply, logs=scrub(reply["logs"], secrets), log_records=[
+        {k: scrub(v, secrets) for k, v in r.items()} for r in reply["log_records"]])
     if "value" in reply:
         reply["value"] = scrub_value(reply["value"], secrets)
     if isinstance(reply.get("error"), dict):

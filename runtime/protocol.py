@@ -14,8 +14,9 @@ too (stdlib and orjson only). The messages, one JSON object per frame:
     host -> worker   {"op": "answer", "value": ...} | {"op": "answer", "error": {"status",
                       "message"}}                             one per call
     worker -> host   {"op": "result", "status": "ok" | "error" | "memory_limit", "value",
-                      "error": {"type", "message", "traceback"}, "logs", "cpu_ms",
-                      "max_rss_kb"}                            ends the invocation
+                      "error": {"type", "message", "traceback"}, "logs", "log_records":
+                      [{"level", "logger", "message"}], "cpu_ms", "max_rss_kb"}
+                                                              ends the invocation
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ MAX_ERROR_FIELD = 65536
 MAX_CALL_BYTES = 512 << 10
 """A call frame carries at most a 100 KB request body or a 40 KB stored value and names."""
 MAX_NAME = 64
+MAX_LOG_RECORDS = 1000
+"""The sandbox keeps at most this many `logging` records per invocation (plus a marker)."""
 
 
 def check_ready(message: dict[str, Any]) -> None:
@@ -208,6 +211,13 @@ def check_result(message: dict[str, Any], max_log_bytes: int) -> dict[str, Any]:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ProtocolError(f"{name} is not a non-negative number")
     message["max_rss_kb"] = int(message["max_rss_kb"])
+    records = message.get("log_records", [])
+    if not (isinstance(records, list) and len(records) <= MAX_LOG_RECORDS + 1 and all(
+            isinstance(r, dict) and set(r) == {"level", "logger", "message"}
+            and all(isinstance(v, str) and len(v) <= MAX_ERROR_FIELD for v in r.values())
+            for r in records)):
+        raise ProtocolError("malformed log records")
+    message["log_records"] = records
     if message["status"] == "error":
         error = message.get("error")
         if not (isinstance(error, dict) and set(error) == {"type", "message", "traceback"}

@@ -32,6 +32,14 @@ class HostCallRecord(EdgeModel):
     status: int
 
 
+class LogRecord(EdgeModel):
+    """One record a handler logged through `logging` (its text is in `logs` too)."""
+
+    level: str
+    logger: str
+    message: str
+
+
 class InvocationResult(EdgeModel):
     """The one result of a dispatch. `value` is the handler's JSON value on `ok` and None
     otherwise; `timeout_s` is the limit that was in force."""
@@ -43,6 +51,7 @@ class InvocationResult(EdgeModel):
     value: Any = None
     error: ErrorInfo | None = None
     logs: str = ""
+    log_records: list[LogRecord] = Field(default_factory=list)
     duration_ms: float = Field(default=0.0, ge=0)
     cpu_ms: float | None = Field(default=None, ge=0)
     max_rss_kb: int | None = Field(default=None, ge=0)

@@ -14,6 +14,7 @@ Test-only behaviour (fault injection, probes) lives in runtime.faults, as a subc
 from __future__ import annotations
 
 import base64
+import gc
 import marshal
 import os
 import resource
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from handlerbox.runtime import protocol
+from handlerbox.runtime import proctitle, protocol
 from handlerbox.sandbox import runner, services
 from handlerbox.sandbox.errors import HandlerError, HandlerNotFound, ResultError
 from handlerbox.sandbox.policy import CompiledHandler, compile_handler
@@ -76,6 +77,7 @@ class Worker:
         self.compiled: CompiledHandler | None = None
         self.limits = Limits()
         self.ready_pending = False
+        self.active = False  # an invocation is running: service calls are its own
         # issue 14, hot-path prep: the next invocation's module, run after the last reply
         self.prepare_ahead = prepare_module is not None
         self.prepared: Any = None
@@ -117,6 +119,10 @@ class Worker:
                 result = self.invoke(request["handler"], request["payload"])
                 if not self.at("write"):
                     self.reply(result)
+                # Finalizers of what the invocation left in cycles (a suspended generator's
+                # `finally`) run now, between invocations, where service calls are refused:
+                # never inside a later invocation, on its deadline and in its result.
+                gc.collect()
                 served += 1
                 if served == 1:
                     self.at("between")
@@ -149,13 +155,8 @@ class Worker:
         self.compiled = CompiledHandler(request["filename"], request["source"], code)
         self.limits = Limits(**request["limits"])
         services.connect(self.call_host)
-        try:
-            from handlerbox.runtime import proctitle
-
-            proctitle.set_title(f"handlerbox worker app={request['app']} "
-                                f"installation={request['installation']}")
-        except ImportError:  # pragma: no cover - the title is for operators only
-            pass
+        proctitle.set_title(f"handlerbox worker app={request['app']} "
+                            f"installation={request['installation']}")
 
     def prepare_next(self) -> None:
         """issue 14: run the next invocation's module body now, while the host has nothing for
@@ -191,22 +192,25 @@ class Worker:
                                     or resource.getrusage(resource.RUSAGE_SELF)), None
         reply: dict[str, Any] = {"op": "result"}
         self.at("run")
+        self.active = True
         try:
             if prepared is not None:
                 outcome = prepared.call(handler, payload)
             else:
                 outcome = invoke(self.compiled, handler, payload, self.limits)
             reply.update(status="ok", value=orjson.Fragment(outcome.result_json),
-                         logs=outcome.logs)
+                         logs=outcome.logs, log_records=outcome.log_records)
         except MemoryError:
             reply.update(status="memory_limit", logs="")
         except (HandlerError, HandlerNotFound) as exc:
             error = exc if isinstance(exc, HandlerError) else HandlerError(
                 "HandlerNotFound", str(exc))
             status = "memory_limit" if error.type_name == "MemoryError" else "error"
-            reply.update(status=status, logs=exc.logs, error={
+            reply.update(status=status, logs=exc.logs, log_records=exc.log_records, error={
                 "type": error.type_name, "message": error.message,
                 "traceback": error.traceback})
+        finally:
+            self.active = False
         end = resource.getrusage(resource.RUSAGE_SELF)
         reply["cpu_ms"] = round(((end.ru_utime + end.ru_stime)
                                  - (start.ru_utime + start.ru_stime)) * 1000.0, 3)
@@ -219,6 +223,10 @@ class Worker:
             self.spoiled = True
             raise services.ServiceError(503, "services are not available to a module body "
                                         "run ahead of its invocation")
+        if not self.active:
+            raise services.ServiceError(409, "no invocation is running: code left over from "
+                                        "an earlier invocation (a finalizer) cannot call "
+                                        "services")
         try:
             encoded = to_json_bytes(args, MAX_CALL_ARGS)
         except ResultError as exc:

@@ -336,3 +336,15 @@ def test_secure_iparams_never_reach_logs_errors_or_values(engine: Engine) -> Non
     failed = engine.dispatch(app, {**payload, "data": {"fail": True}})
     assert failed.outcome == "handler_error" and "s3cr3t-value" not in failed.model_dump_json()
     assert failed.error.message == "bad ********"
+
+
+def test_logging_records_travel_in_the_result_with_their_level(engine: Engine) -> None:
+    app = engine.load_app(APPS / "logging_app")
+    result = engine.dispatch(app, make_payload(id=7))
+    assert result.outcome == "ok" and result.value == "done"
+    assert [(r.level, r.logger, r.message) for r in result.log_records] == [
+        ("WARNING", "calls", "call 7 is long"), ("ERROR", "calls.audit", "audit")]
+    assert "WARNING:calls:call 7 is long" in result.logs
+    failed = engine.dispatch(app, make_payload("onCallUpdate"))
+    assert failed.outcome == "handler_error"
+    assert [(r.level, r.message) for r in failed.log_records] == [("ERROR", "about to fail")]

@@ -376,12 +376,6 @@ def test_a_call_flood_ends_at_the_deadline_and_the_engine_recovers(
     assert dispatch(engine, flooding, "onTicketCreate", acc).outcome == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: code of a finished invocation runs inside a later "
-                   "one: a generator (or any finalizer) left in a reference cycle is finalized "
-                   "by a GC pass in whatever runs next in the worker, and its `finally` makes "
-                   "host calls there, recorded and counted (cap, deadline) in an invocation "
-                   "that made none (runtime/worker.py / sandbox/runner.py: no GC pass or "
-                   "transport cut-off between invocations; PLATFORM.md: no state carries over)")
 def test_an_invocation_cannot_make_host_calls_inside_a_later_one(engine: Engine,
                                                                  hostile: App) -> None:
     acc = account()
