@@ -441,7 +441,7 @@ class Engine:
             raise SetupBlocked(answer.message)
         self._purge(installation.scope)
         self.installs.remove(app.name, account_id)
-        self._pool.retire(f"{app.key}/{account_id}")
+        self._pool.drop(f"{app.key}/{account_id}")
         return result
 
     def _purge(self, scope: Scope) -> None:

@@ -153,8 +153,11 @@ class Pool:
                 waiter = Waiter(app_key, _waker(loop, woken))
                 self.admission.enqueue(waiter)
         if waiter is not None:
+            # A timer on the future itself: asyncio.wait_for costs a second future and a
+            # callback chain per waiter, and most dispatches wait under a full load.
+            timer = loop.call_later(wait_seconds, _time_out, woken)
             try:
-                await asyncio.wait_for(woken, wait_seconds)
+                await woken
             except TimeoutError:
                 self._after_wait(waiter, _waited_too_long(wait_seconds))
             except asyncio.CancelledError:
@@ -163,6 +166,8 @@ class Pool:
                 raise
             else:
                 self._after_wait(waiter, None)
+            finally:
+                timer.cancel()
         return self._lease(app_key)
 
     def release(self, worker: WorkerProcess, healthy: bool, cpu_ms: float = 0.0,
@@ -205,11 +210,20 @@ class Pool:
 
     def retire(self, key_prefix: str) -> int:
         """Kill the idle workers whose key starts with `key_prefix` (an app version that was
-        replaced or unloaded, or an installation removed); busy ones finish their dispatch
-        and are not kept."""
+        replaced or unloaded: `<app key>/`); busy ones finish their dispatch and are not
+        kept, and no worker is bound to that prefix again."""
         with self._lock:
             self._retired = (*self._retired, key_prefix)
             gone = self.warm.matching(key_prefix)
+            self._forget_locked(gone)
+        _kill(gone)
+        return len(gone)
+
+    def drop(self, key: str) -> int:
+        """Kill the idle workers of exactly `key` (an installation removed); unlike retire,
+        the key may be bound again (the account may install the app anew)."""
+        with self._lock:
+            gone = [w for w in self.warm.matching(key) if w.app_key == key]
             self._forget_locked(gone)
         _kill(gone)
         return len(gone)
@@ -508,3 +522,8 @@ def _waited_too_long(seconds: float) -> str:
 def _set_once(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _time_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

@@ -248,12 +248,6 @@ def test_a_failing_onappuninstall_cannot_keep_the_installation(engine: Engine, a
     assert run(engine, app, acc, ["db", "get", {"key": "gone-soon"}])[0]["status"] == 404
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: uninstall retires the worker-key prefix "
-                   "'<app key>/<account_id>' forever (runtime/pool.py Pool.retire adds it to "
-                   "_retired and release() drops every worker whose key starts with it): after "
-                   "uninstalling account '7', account '70' (and '7' itself once reinstalled) "
-                   "never reuses a worker again, a cold start on every dispatch, and _retired "
-                   "grows by one entry per uninstall")
 def test_uninstall_does_not_retire_other_installations_workers(engine: Engine,
                                                                app: App) -> None:
     short = account()
