@@ -4,6 +4,7 @@ burn CPU are evicted."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +52,15 @@ def wait_until(condition: Any, seconds: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def leads_its_group(worker: Any) -> bool:
+    """A new worker leads a process group of its own only once it has started (a kill of its
+    group before that misses it: WorkerProcess.stop signals the group)."""
+    try:
+        return os.getpgid(worker.pid) == worker.pid
+    except ProcessLookupError:
+        return True
+
+
 def test_idle_warm_workers_do_not_count_against_the_budget(pool: Pool) -> None:
     first = [serve(pool, f"app-x/{i}") for i in range(4)]  # budget 1, four installations
     assert pool.stats()["idle"] == 4 and pool.stats()["bound"] == 0
@@ -87,6 +97,7 @@ def test_an_idle_worker_burning_cpu_is_evicted_by_the_sweep(pool: Pool,
     serve(pool, "app-x/1")
     serve(pool, "app-x/2")
     burning = next(w for w in pool.warm if w.app_key == "app-x/1")
+    wait_until(lambda: leads_its_group(burning))
     # As if its invocations had reported far less CPU than the process has used: the rest
     # was spent between invocations.
     burning.cpu_ms = -1000.0 * (density.IDLE_CPU_SECONDS + 1)
@@ -98,6 +109,7 @@ def test_an_idle_worker_burning_cpu_is_evicted_by_the_sweep(pool: Pool,
 def test_dead_idle_workers_are_never_handed_out(pool: Pool) -> None:
     pid = serve(pool, "app-x/1")
     victim = next(iter(pool.warm))
+    wait_until(lambda: leads_its_group(victim))
     victim.stop()
     wait_until(lambda: victim.exit_status.done())
     assert serve(pool, "app-x/1") != pid
