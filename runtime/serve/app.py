@@ -39,7 +39,6 @@ from handlerbox.runtime.errors import PayloadError
 from handlerbox.runtime.payloads import EventPayload, payload_json_fast
 from handlerbox.runtime.results import InvocationResult
 from handlerbox.runtime.serve import body as bodies
-from handlerbox.runtime.serve import compat
 from handlerbox.runtime.serve.appstore import LoadOptions
 from handlerbox.runtime.serve.auth import BearerAuth
 from handlerbox.runtime.serve.config import ServeConfig
@@ -143,7 +142,7 @@ class Api:
         spec = bodies.parse_model(bodies.InstallBody, await bodies.read_json_object(
             request, self.config.max_json_bytes))
         installation = await self._engine_call(
-            compat.install, self.door.engine, app, spec.account_id, domain=spec.domain,
+            self.door.engine.install, app, spec.account_id, domain=spec.domain,
             region=spec.region, iparams=spec.iparams)
         return JSONResponse({"installation": installation.redacted(app.iparams).to_json()},
                             status_code=201)
