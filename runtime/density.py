@@ -5,8 +5,9 @@ from its keeper thread, outside the lock).
 Idle memory is the sum of each idle worker's USS, the pages only that worker holds. The pages
 it still shares with the zygote (interpreter, sandbox, facades: gc.freeze keeps them shared)
 belong to the zygote and count once there, however many workers map them. A worker is measured
-with psutil some time after it first goes idle, and again every MEASURE_EVERY invocations;
-until then it counts as a typical worker (the median of recent measurements).
+with psutil some time after it first goes idle, and again, while it serves, at most every
+REMEASURE_SECONDS; until then it counts as a typical worker (the median of recent measurements).
+A measurement costs about 1 ms of the host's CPU (the kernel walks the worker's page tables).
 
 Measuring also bounds the CPU a worker may spend between invocations (preparing the next one):
 more than IDLE_CPU_SECONDS beyond the CPU its invocations reported and it is evicted.
@@ -15,6 +16,7 @@ more than IDLE_CPU_SECONDS beyond the CPU its invocations reported and it is evi
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +26,11 @@ from handlerbox.runtime.spawner import WorkerProcess
 TYPICAL_WORKER_BYTES = 3 << 20
 """A bound worker's USS before any was measured (about 2.9 MiB on Linux 6, CPython 3.11)."""
 
-MEASURE_EVERY = 500
-"""Invocations between two measurements of the same worker."""
+MEASURE_EVERY = 1024
+"""Invocations between two looks at whether a serving worker is due for a measurement."""
+
+REMEASURE_SECONDS = 60.0
+"""A worker measured this long ago is measured again (its memory may have grown)."""
 
 IDLE_CPU_SECONDS = 2.0
 """CPU a worker may spend outside its invocations (start-up, bind, preparing the next call)
@@ -38,7 +43,8 @@ class Measured:
 
     uss: int
     cpu_seconds: float
-    at_invocation: int
+    at: float
+    """time.monotonic() of the measurement"""
 
 
 class WarmSet:
@@ -78,13 +84,20 @@ class WarmSet:
         self.idle_bytes -= self._lru.pop(worker)
         return worker
 
-    def put(self, worker: WorkerProcess, key: str) -> None:
-        """An idle worker of `key`, now the most recently used of all."""
+    def put(self, worker: WorkerProcess, key: str) -> bool:
+        """An idle worker of `key`, now the most recently used of all; True when the idle
+        workers are now over the cap (see over_cap)."""
         measured = self._measured.get(worker)
         size = measured.uss if measured is not None else self.typical
-        self._by_key.setdefault(key, []).append(worker)
-        self._lru[worker] = size
+        stack = self._by_key.get(key)
+        if stack is None:
+            self._by_key[key] = [worker]
+        else:
+            stack.append(worker)
+        lru = self._lru
+        lru[worker] = size
         self.idle_bytes += size
+        return self.idle_bytes > self.cap or len(lru) > self.max_workers
 
     def remove(self, worker: WorkerProcess) -> bool:
         """Take a given worker out (it died, or is evicted); False if it was not idle."""
@@ -131,10 +144,10 @@ class WarmSet:
     # -- measurement ---------------------------------------------------------------------------
 
     def due(self) -> list[WorkerProcess]:
-        """Idle workers never measured, or not for MEASURE_EVERY invocations."""
+        """Idle workers never measured, or not for REMEASURE_SECONDS."""
+        stale = time.monotonic() - REMEASURE_SECONDS
         return [w for w in self._lru
-                if (m := self._measured.get(w)) is None
-                or w.invocations - m.at_invocation >= MEASURE_EVERY]
+                if (m := self._measured.get(w)) is None or m.at < stale]
 
     def record(self, worker: WorkerProcess, measured: Measured) -> None:
         """A measurement taken outside the lock; an idle worker now counts for it."""
@@ -167,7 +180,7 @@ def measure(worker: WorkerProcess) -> Measured | None:
             times = process.cpu_times()
     except (psutil.Error, OSError):
         return None
-    return Measured(uss, times.user + times.system, worker.invocations)
+    return Measured(uss, times.user + times.system, time.monotonic())
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -105,16 +105,21 @@ class Admission:
                 and self.by_installation.get(key, 0) < self.per_installation)
 
     def admit(self, key: str) -> bool:
-        """Take a slot for `key` if one is free for it now."""
-        app = app_of(key)
-        if not self.may_run(key, app):
+        """Take a slot for `key` if one is free for it now (every dispatch: kept inline)."""
+        app = key.partition("/")[0]
+        by_app, by_installation = self.by_app, self.by_installation
+        running_app, running_installation = by_app.get(app, 0), by_installation.get(key, 0)
+        if (self.running >= self.budget or running_app >= self.per_app
+                or running_installation >= self.per_installation):
             return False
-        self._take(key, app)
+        self.running += 1
+        by_app[app] = running_app + 1
+        by_installation[key] = running_installation + 1
         return True
 
     def free(self, key: str) -> list[Waiter]:
         """Give back `key`'s slot; returns the waiters granted a slot as a result (to wake)."""
-        app = app_of(key)
+        app = key.partition("/")[0]
         self.running -= 1
         _decrement(self.by_app, app)
         _decrement(self.by_installation, key)

@@ -191,20 +191,21 @@ class Pool:
                 keep = keep and fairness.restore(worker.pid)  # else: not kept at nice 19
             granted = self.admission.free(key)
             if keep and not self._closed:
-                self.warm.put(worker, key)
-                if self.warm.idle_bytes > self.warm.cap or len(self.warm) > self.warm.max_workers:
+                if self.warm.put(worker, key):
                     evicted = self._evict_locked()
                 if worker.invocations == 1 or worker.invocations % density.MEASURE_EVERY == 0:
-                    self._measure_soon_locked()
+                    self._measure_soon_locked()  # the keeper measures those due (density.due)
             else:
                 keep = False
                 self.warm.forget(worker)
                 if rebind is not None and not self._closed and not retired:
                     spare = self._pop_spare_locked()
-        _wake(granted)
+        if granted:
+            _wake(granted)
         if not keep:
             worker.kill()
-        _kill(evicted)
+        if evicted:
+            _kill(evicted)
         if spare is not None and rebind is not None:
             self._prebind(spare, key, rebind)
 
