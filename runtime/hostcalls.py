@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from handlerbox.runtime import protocol
 from handlerbox.runtime.results import HostCallRecord
 from handlerbox.runtime.services.base import Scope, Service, ServiceError
+from handlerbox.runtime.services.sqlite import DEADLINE, NO_WAIT
 
 MAX_ANSWER_BYTES = 40 << 20
 """A 6 MB response body, base64 or JSON-escaped (up to 6x), must fit; the worker takes it."""
@@ -79,6 +80,7 @@ class Services:
         """Perform one call in this thread; the answer frame's body."""
         calls.count()
         start = time.monotonic()
+        bound = DEADLINE.set(deadline)
         try:
             service = self._find(call, calls)
             value = service.call(scope, call.operation, call.args, deadline)
@@ -87,6 +89,8 @@ class Services:
         except Exception as exc:  # a service bug must not take the dispatch down
             return _record(calls, call, start, 500, message=f"the service failed: "
                                                              f"{type(exc).__name__}")
+        finally:
+            DEADLINE.reset(bound)
         return _record(calls, call, start, 200, value=value)
 
     async def perform_async(self, scope: Scope, call: Call, deadline: float,
@@ -94,11 +98,12 @@ class Services:
         """Perform one call on the event loop; it is cancelled at the deadline."""
         calls.count()
         start = time.monotonic()
+        bound, no_wait = DEADLINE.set(deadline), NO_WAIT.set(True)
         try:
             service = self._find(call, calls)
-            value = await asyncio.wait_for(
-                service.call_async(scope, call.operation, call.args, deadline),
-                max(deadline - time.monotonic(), 0.0))
+            value = await asyncio.wait_for(_retry_busy(
+                lambda: service.call_async(scope, call.operation, call.args, deadline),
+                deadline), max(deadline - time.monotonic(), 0.0))
         except ServiceError as exc:
             return _record(calls, call, start, exc.status, message=exc.message)
         except TimeoutError:
@@ -107,7 +112,24 @@ class Services:
         except Exception as exc:
             return _record(calls, call, start, 500, message=f"the service failed: "
                                                              f"{type(exc).__name__}")
+        finally:
+            NO_WAIT.reset(no_wait)
+            DEADLINE.reset(bound)
         return _record(calls, call, start, 200, value=value)
+
+
+async def _retry_busy(attempt: Callable[[], Awaitable[Any]], deadline: float) -> Any:
+    """Run `attempt` again while the store is busy (503: a lock another writer holds; the
+    transaction changed nothing), with short asyncio sleeps, until the deadline."""
+    pause = 0.002
+    while True:
+        try:
+            return await attempt()
+        except ServiceError as exc:
+            if exc.status != 503 or time.monotonic() + pause >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _record(calls: Calls, call: Call, start: float, status: int, value: Any = None,

@@ -309,12 +309,6 @@ def test_a_handler_ignoring_429_cannot_grow_the_record_without_bound(engine: Eng
     assert result.host_calls[-1].status == 429
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: db/schedule/webhook host calls ignore the "
-                   "invocation's deadline while the SQLite file is locked (another engine on "
-                   "the file, a long purge): they wait out the fixed busy timeout (runtime/"
-                   "services/sqlite.py BUSY_TIMEOUT_S, 10 s) and a 1 s handler ends 'ok' 10 s "
-                   "later; call_async runs them inline, so the host's whole event loop is "
-                   "blocked as long (every other async dispatch stalls)")
 def test_a_locked_store_cannot_hold_an_invocation_past_its_deadline(
         tmp_path: Path, app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
@@ -347,7 +341,10 @@ def test_a_locked_store_cannot_hold_an_invocation_past_its_deadline(
             holder.execute("ROLLBACK")
             holder.close()
     assert loop_delay < 1.0  # the event loop kept running
-    assert elapsed < 1.0 + 1.5 and result.outcome == "timeout", (result.outcome, elapsed)
+    assert elapsed < 1.0 + 1.5, elapsed
+    # the deadline ends it: as a timeout, or the call answered 503/504 just before it
+    assert result.outcome == "timeout" or (
+        result.host_calls and result.host_calls[0].status in (503, 504)), result
 
 
 # -- asyncio ---------------------------------------------------------------------------------

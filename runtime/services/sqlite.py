@@ -12,11 +12,21 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 2.0
+
+DEADLINE: ContextVar[float | None] = ContextVar("handlerbox_deadline", default=None)
+"""The deadline (time.monotonic) of the invocation a service call runs for, set by the host
+around each call (runtime.hostcalls): no wait for a lock may outlast it."""
+
+NO_WAIT: ContextVar[bool] = ContextVar("handlerbox_no_wait", default=False)
+"""Set on the event loop: a locked store fails at once (a 503 from the service) and the host
+retries the call with asyncio sleeps, so the loop never blocks on SQLite's lock wait."""
 
 
 class Database:
@@ -52,8 +62,15 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time."""
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time. Waiting for
+        another writer's lock ends at the calling invocation's deadline (DEADLINE), if any."""
         conn = self.connection()
+        deadline = DEADLINE.get()
+        if NO_WAIT.get():
+            conn.execute("PRAGMA busy_timeout = 0")
+        elif deadline is not None:
+            wait = min(BUSY_TIMEOUT_S, max(deadline - time.monotonic(), 0.0))
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
