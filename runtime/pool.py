@@ -35,7 +35,12 @@ SPARE_QUIET_SECONDS = 0.002
 SPARE_DELAY_SECONDS = 0.1
 """...or once a spare has been missing this long, whichever comes first."""
 MEASURE_SETTLE_SECONDS = 0.2
-"""A worker is measured this long after it went idle (it has prepared its next call by then)."""
+"""A worker is measured this long after it went idle (it has prepared its next call by then),
+once the pool is quiet (a measurement is ~1 ms of the host's CPU: never beside a dispatch)..."""
+MEASURE_MAX_DELAY_SECONDS = 10.0
+"""...or, when it never is, this long after it was asked for, one worker every
+MEASURE_PACE_SECONDS."""
+MEASURE_PACE_SECONDS = 0.05
 IDLE_SWEEP_SECONDS = 2.0
 """How often idle workers' CPU time is checked (runtime.density.IDLE_CPU_SECONDS)."""
 DEMOTE_TICK_SECONDS = fairness.DEMOTE_AFTER_SECONDS / 2
@@ -78,7 +83,8 @@ class Pool:
         self._closed = False
         self._last_start = 0.0
         self._spare_missing_since: float | None = None
-        self._measure_at: float | None = None
+        self._measure_at: float | None = None  # measure due workers from then on...
+        self._measure_by = 0.0  # ...when the pool is quiet, or from this time on regardless
         self._keeper_dozing = False  # asleep until notified: the next dispatch wakes it
         self._keeper = threading.Thread(target=self._keep, daemon=True, name="handlerbox-pool")
         self._keeper.start()
@@ -185,10 +191,16 @@ class Pool:
         evicted: list[WorkerProcess] = []
         spare = None
         with self._lock:
-            self._busy.pop(worker, None)
+            started = self._busy.pop(worker, None)
             if self._demoted and worker in self._demoted:
-                self._demoted.discard(worker)
-                keep = keep and fairness.restore(worker.pid)  # else: not kept at nice 19
+                # Sticky: a worker whose last dispatch ran long stays demoted (its app's next
+                # one is likely long too, and would run undemoted for a tick); one that ran a
+                # short dispatch meanwhile is restored, or not kept at nice 19.
+                ran_long = (started is not None and time.monotonic() - started
+                            >= fairness.DEMOTE_AFTER_SECONDS)
+                if not (keep and ran_long):
+                    self._demoted.discard(worker)
+                    keep = keep and fairness.restore(worker.pid)
             granted = self.admission.free(key)
             if keep and not self._closed:
                 if self.warm.put(worker, key):
@@ -374,7 +386,12 @@ class Pool:
     def _measure_soon_locked(self) -> None:
         if self._measure_at is None:
             self._measure_at = time.monotonic() + MEASURE_SETTLE_SECONDS
+            self._measure_by = self._measure_at + MEASURE_MAX_DELAY_SECONDS
             self._keeper_wake.notify()
+
+    def _quiet(self, now: float) -> bool:
+        """No dispatch runs, and none started for SPARE_QUIET_SECONDS."""
+        return not self._busy and now - self._last_start >= SPARE_QUIET_SECONDS
 
     # -- the keeper ------------------------------------------------------------------------
 
@@ -394,7 +411,7 @@ class Pool:
                     else:
                         self._spare_missing_since = None
                     if self._measure_at is not None:
-                        waits.append(self._measure_at - now)
+                        waits.append(self._measure_wait(now))
                     # Nothing ran for a tick: nothing to demote; doze until a dispatch starts
                     # (it notifies). Else tick: a notify per dispatch would cost a GIL hand-off.
                     dozing = not self._busy and now - self._last_start >= DEMOTE_TICK_SECONDS
@@ -406,9 +423,7 @@ class Pool:
                     self._keeper_dozing = dozing
                     self._keeper_wake.wait(wait)
                     self._keeper_dozing = False
-                measure = self._measure_at is not None and self._measure_at <= now
-                if measure:
-                    self._measure_at = None
+                measure = self._measure_at is not None and self._measure_wait(now) <= 0
                 if self._busy and now >= next_demote:
                     next_demote = now + DEMOTE_TICK_SECONDS
                     self._demote_locked(now)
@@ -418,7 +433,7 @@ class Pool:
             if spare:
                 self._start_spare()
             if measure:
-                self._measure()
+                self._measure_one()
             if now >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + IDLE_SWEEP_SECONDS
@@ -428,9 +443,18 @@ class Pool:
         at most SPARE_DELAY_SECONDS after the spare went missing."""
         if self._spare_missing_since is None:
             self._spare_missing_since = now
-        if not self._busy and now - self._last_start >= SPARE_QUIET_SECONDS:
+        if self._quiet(now):
             return 0.0
         return min(SPARE_QUIET_SECONDS, self._spare_missing_since + SPARE_DELAY_SECONDS - now)
+
+    def _measure_wait(self, now: float) -> float:
+        """Seconds until the keeper should measure the next due worker."""
+        assert self._measure_at is not None
+        if now < self._measure_at:
+            return self._measure_at - now
+        if self._quiet(now) or now >= self._measure_by:
+            return 0.0
+        return min(MEASURE_PACE_SECONDS, self._measure_by - now)
 
     def _start_spare(self) -> None:
         try:
@@ -454,22 +478,24 @@ class Pool:
                     and worker not in self._demoted and fairness.demote(worker.pid)):
                 self._demoted.add(worker)
 
-    def _measure(self) -> None:
-        """Measure idle workers due for it (outside the lock: about 1 ms each), then evict
-        over the cap, and those that burn CPU between invocations."""
+    def _measure_one(self) -> None:
+        """Measure one idle worker due for it (outside the lock: about 1 ms), then evict over
+        the cap, and it if it burns CPU between invocations; the next one is measured on the
+        keeper's next turn (when the pool is quiet again, or MEASURE_PACE_SECONDS later)."""
         with self._lock:
             due = self.warm.due()
+            now = time.monotonic()
+            self._measure_at = (None if len(due) <= 1 else
+                                now + (0.0 if self._quiet(now) else MEASURE_PACE_SECONDS))
+        measured = density.measure(due[0]) if due else None
         burning = []
-        for worker in due:
-            measured = density.measure(worker)
-            if measured is None:
-                continue
-            with self._lock:
+        with self._lock:
+            if measured is not None:
+                worker = due[0]
                 self.warm.record(worker, measured)
                 if self.warm.burning(worker, measured) and self.warm.remove(worker):
                     self._forget_locked([worker])
                     burning.append(worker)
-        with self._lock:
             evicted = self._evict_locked()
         _kill(burning + evicted)
 

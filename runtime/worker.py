@@ -133,7 +133,11 @@ class Worker:
 
     def warm_up(self) -> None:
         """issue 14: run WARM_UP_SOURCE once (trusted code; the next invocation resets the
-        shared caches as every invocation does). Never fails the worker."""
+        shared caches as every invocation does). Never fails the worker. Skipped when a
+        request already waits (a worker started for a dispatch, not a spare: its first
+        invocation would only wait for the warm-up)."""
+        if self.reader.poller(self.request_fd).poll(0):
+            return
         try:
             compiled = compile_handler(WARM_UP_SOURCE, "warm_up.py")
             code = marshal.loads(base64.b64decode(base64.b64encode(marshal.dumps(

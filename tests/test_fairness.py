@@ -198,3 +198,28 @@ def test_a_cap_per_installation_queues_its_own_dispatches_only() -> None:
         assert result.outcome == "ok" and flood.done == 0
         flood.join()
         assert flood.outcomes == ["ok"] * 2
+
+
+@pytest.mark.timeout(120)
+def test_a_long_running_handler_is_demoted_on_the_cpu_until_its_worker_runs_a_short_one(
+        ) -> None:
+    """Over fairness.DEMOTE_AFTER_SECONDS a handler runs at nice 19 (process and autogroup);
+    its worker stays demoted after it (its app's next dispatch is likely long too) until it
+    serves a short dispatch."""
+    import os
+
+    with Engine(workers=1, spares=0) as engine:
+        app = engine.load_app(APPS / "echo", timeout=60)
+        flood = Flood(engine, app, 1)
+        wait_until(lambda: engine.stats()["busy"] == 1)
+        pid = next(s["pid"] for s in engine.worker_states() if s["state"] == "busy")
+        wait_until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == 19)
+        flood.join()
+        assert flood.outcomes == ["ok"]
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19  # idle, still demoted
+        result = engine.dispatch(app, make_payload())
+        assert result.outcome == "ok" and result.worker_pid == pid
+        if os.geteuid() == 0:
+            assert os.getpriority(os.PRIO_PROCESS, pid) == 0
+        else:  # raising a priority needs CAP_SYS_NICE: the worker is not kept at nice 19
+            wait_until(lambda: pid not in [s["pid"] for s in engine.worker_states()])
