@@ -490,7 +490,8 @@ def test_engines_on_threads_claim_each_occurrence_exactly_once(
         thread.join(20)
     fired = Counter(key for keys in results for key in keys)
     assert set(fired) == expected and set(fired.values()) == {1}
-    assert sum(1 for keys in results if keys) > 1  # they did race
+    # (whether more than one of them won a claim is up to the scheduler of this machine: the
+    # test asserts exactly once, not a race it cannot force; the process test below races)
 
 
 def _claim_in_process(path: str, now: float, start: Any, out: Any) -> None:
