@@ -5,7 +5,7 @@ from its keeper thread, outside the lock).
 Idle memory is the sum of each idle worker's USS, the pages only that worker holds. The pages
 it still shares with the zygote (interpreter, sandbox, facades: gc.freeze keeps them shared)
 belong to the zygote and count once there, however many workers map them. A worker is measured
-with psutil some time after it first goes idle, and again, while it serves, at most every
+with psutil some time after it first goes idle, and again, if it served since, at most every
 REMEASURE_SECONDS; until then it counts as a typical worker (the median of recent measurements).
 A measurement costs about 1 ms of the host's CPU (the kernel walks the worker's page tables).
 
@@ -29,8 +29,9 @@ TYPICAL_WORKER_BYTES = 3 << 20
 MEASURE_EVERY = 1024
 """Invocations between two looks at whether a serving worker is due for a measurement."""
 
-REMEASURE_SECONDS = 60.0
-"""A worker measured this long ago is measured again (its memory may have grown)."""
+REMEASURE_SECONDS = 300.0
+"""A worker measured this long ago that served since is measured again (its memory may have
+grown; recycle_rss_mb bounds the growth meanwhile)."""
 
 IDLE_CPU_SECONDS = 2.0
 """CPU a worker may spend outside its invocations (start-up, bind, preparing the next call)
@@ -45,6 +46,8 @@ class Measured:
     cpu_seconds: float
     at: float
     """time.monotonic() of the measurement"""
+    invocations: int
+    """how many the worker had served then"""
 
 
 class WarmSet:
@@ -144,10 +147,11 @@ class WarmSet:
     # -- measurement ---------------------------------------------------------------------------
 
     def due(self) -> list[WorkerProcess]:
-        """Idle workers never measured, or not for REMEASURE_SECONDS."""
+        """Idle workers never measured, or not for REMEASURE_SECONDS and serving since."""
         stale = time.monotonic() - REMEASURE_SECONDS
         return [w for w in self._lru
-                if (m := self._measured.get(w)) is None or m.at < stale]
+                if (m := self._measured.get(w)) is None
+                or (m.at < stale and w.invocations != m.invocations)]
 
     def record(self, worker: WorkerProcess, measured: Measured) -> None:
         """A measurement taken outside the lock; an idle worker now counts for it."""
@@ -180,7 +184,7 @@ def measure(worker: WorkerProcess) -> Measured | None:
             times = process.cpu_times()
     except (psutil.Error, OSError):
         return None
-    return Measured(uss, times.user + times.system, time.monotonic())
+    return Measured(uss, times.user + times.system, time.monotonic(), worker.invocations)
 
 
 def cpu_seconds(pid: int) -> float | None:

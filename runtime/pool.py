@@ -82,6 +82,7 @@ class Pool:
         self._retired: tuple[str, ...] = ()  # key prefixes of apps replaced or uninstalled
         self._closed = False
         self._last_start = 0.0
+        self._spawning = 0  # dispatches waiting for a fork: the pool is not quiet
         self._spare_missing_since: float | None = None
         self._measure_at: float | None = None  # measure due workers from then on...
         self._measure_by = 0.0  # ...when the pool is quiet, or from this time on regardless
@@ -335,13 +336,18 @@ class Pool:
             _kill(dead)
         _kill(evicted)
         if spare is None:
+            with self._lock:
+                self._spawning += 1
             try:
                 spare = self.spawner.spawn()
             except BaseException:
                 with self._lock:
+                    self._spawning -= 1
                     granted = self.admission.free(key)
                 _wake(granted)
                 raise
+            with self._lock:
+                self._spawning -= 1
         spare.app_key = key
         with self._lock:
             return self._hand_out_locked(spare)
@@ -390,8 +396,9 @@ class Pool:
             self._keeper_wake.notify()
 
     def _quiet(self, now: float) -> bool:
-        """No dispatch runs, and none started for SPARE_QUIET_SECONDS."""
-        return not self._busy and now - self._last_start >= SPARE_QUIET_SECONDS
+        """No dispatch runs or waits for a fork, and none started for SPARE_QUIET_SECONDS."""
+        return (not self._busy and not self._spawning
+                and now - self._last_start >= SPARE_QUIET_SECONDS)
 
     # -- the keeper ------------------------------------------------------------------------
 

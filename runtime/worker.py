@@ -57,6 +57,9 @@ the zygote's pages until it writes them; an invocation writes a few hundred (ref
 caches, allocator state): copying them now, off the request path, takes about 0.7 ms off the
 first invocation (the one that answers right after a timeout)."""
 
+WARM_UP_AFTER_MS = 5
+"""A new worker warms up only if no request came this long after it started (a spare)."""
+
 MAX_REQUEST_BYTES = 48 << 20
 """Requests come from the host, but are still capped: a bind carries the module (1 MiB of
 source and its code), an invocation a payload (256 KiB), an answer a response (6 MB)."""
@@ -134,9 +137,10 @@ class Worker:
     def warm_up(self) -> None:
         """issue 14: run WARM_UP_SOURCE once (trusted code; the next invocation resets the
         shared caches as every invocation does). Never fails the worker. Skipped when a
-        request already waits (a worker started for a dispatch, not a spare: its first
-        invocation would only wait for the warm-up)."""
-        if self.reader.poller(self.request_fd).poll(0):
+        request comes within WARM_UP_AFTER_MS: a worker started for a waiting dispatch, not
+        a spare, whose first invocation would only wait for the warm-up (on one CPU a new
+        worker may get this far before the host even learns its pid)."""
+        if self.reader.poller(self.request_fd).poll(WARM_UP_AFTER_MS):
             return
         try:
             compiled = compile_handler(WARM_UP_SOURCE, "warm_up.py")
