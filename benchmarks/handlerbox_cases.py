@@ -8,18 +8,32 @@ would pass it (so validation, routing, the pipe round trip and the result are al
                        `in_flight` threads each calling engine.dispatch ("threads")
     handlerbox_async   ops: latency(calls, warmup, size); throughput(tasks, in_flight) with
                        `in_flight` asyncio tasks awaiting engine.dispatch_async
+
+Throughput also reports what the callers saw: each dispatch's p99 and worst time, and the
+fewest and most dispatches one caller got done (fairness among the callers under load).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from handlerbox import Engine, InvocationResult
 from handlerbox.benchmarks import payloads
-from handlerbox.benchmarks.stats import time_calls
+from handlerbox.benchmarks.stats import percentile, time_calls
+
+
+def waits(durations_ns: list[int], per_caller: list[int]) -> dict[str, Any]:
+    """How the callers fared under the load: each dispatch's time (queueing included) and
+    how unevenly the dispatches went to the callers (a pool that lets a newcomer take a
+    freed worker ahead of those waiting serves a few callers and starves the rest)."""
+    ordered = sorted(durations_ns)
+    return {"p99_ms": percentile(ordered, 99) / 1e6, "max_ms": ordered[-1] / 1e6,
+            "caller_min": min(per_caller), "caller_max": max(per_caller)}
 
 
 class _Handlerbox:
@@ -59,12 +73,17 @@ class HandlerboxSync(_Handlerbox):
             self.threads = ThreadPoolExecutor(in_flight)
             list(self.threads.map(self._one, range(in_flight * 2)))  # start every thread
         start = time.perf_counter()
-        outcomes = list(self.threads.map(self._one, range(tasks)))
+        done = list(self.threads.map(self._one, range(tasks)))
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "tasks": tasks, "errors": tasks - outcomes.count("ok")}
+        outcomes = [outcome for outcome, _, _ in done]
+        per_caller = Counter(thread for _, _, thread in done)
+        return {"seconds": seconds, "tasks": tasks, "errors": tasks - outcomes.count("ok"),
+                **waits([ns for _, ns, _ in done], list(per_caller.values()))}
 
-    def _one(self, _: int) -> str:
-        return self.engine.dispatch(self.app, self.payloads["350"]).outcome
+    def _one(self, _: int) -> tuple[str, int, int]:
+        start = time.perf_counter_ns()
+        outcome = self.engine.dispatch(self.app, self.payloads["350"]).outcome
+        return outcome, time.perf_counter_ns() - start, threading.get_ident()
 
     def close(self) -> None:
         if self.threads is not None:
@@ -101,18 +120,25 @@ class HandlerboxAsync(_Handlerbox):
     async def _throughput(self, tasks: int, in_flight: int) -> dict[str, Any]:
         left = tasks
         outcomes: list[str] = []
+        durations: list[int] = []
+        per_caller = [0] * in_flight
         payload = self.payloads["350"]
+        clock = time.perf_counter_ns
 
-        async def caller() -> None:
+        async def caller(me: int) -> None:
             nonlocal left
             while left > 0:
                 left -= 1
+                begun = clock()
                 outcomes.append((await self.engine.dispatch_async(self.app, payload)).outcome)
+                durations.append(clock() - begun)
+                per_caller[me] += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(in_flight)))
+        await asyncio.gather(*(caller(i) for i in range(in_flight)))
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "tasks": tasks, "errors": tasks - outcomes.count("ok")}
+        return {"seconds": seconds, "tasks": tasks, "errors": tasks - outcomes.count("ok"),
+                **waits(durations, per_caller)}
 
     def close(self) -> None:
         super().close()

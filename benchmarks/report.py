@@ -153,11 +153,15 @@ def _sweep(section: dict[str, Any]) -> str:
 
 
 def _throughput(section: dict[str, Any]) -> str:
-    rows = [[c["label"], fmt(c["per_s"], 0), fmt(c["vs_pebble"], 2, "x"), str(c["errors"])]
+    rows = [[c["label"], fmt(c["per_s"], 0), fmt(c["vs_pebble"], 2, "x"), str(c["errors"]),
+             fmt(c.get("p99_ms"), 2), fmt(c.get("max_ms"), 2),
+             f"{c['caller_min']}-{c['caller_max']}" if "caller_min" in c else "-"]
             for c in section["contenders"].values()]
     return table(f"throughput: {section['in_flight']} in flight, N={section['workers']} "
-                 "workers (dispatches/s, median of rounds)",
-                 ["contender", "per s", "vs pebble", "errors"], rows)
+                 "workers (dispatches/s, median of rounds; a dispatch's p99 and worst time "
+                 "and dispatches per caller, worst round)",
+                 ["contender", "per s", "vs pebble", "errors", "p99 ms", "max ms",
+                  "per caller"], rows)
 
 
 def _timeout(section: dict[str, Any]) -> str:

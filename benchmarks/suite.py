@@ -271,6 +271,7 @@ class Suite:
         p = self.profile["throughput"]
         rates: dict[str, list[float]] = {name: [] for name in THROUGHPUT}
         errors = dict.fromkeys(THROUGHPUT, 0)
+        callers: dict[str, dict[str, float]] = {name: {} for name in THROUGHPUT}
         for _, order in rotations(list(THROUGHPUT), p["rounds"]):
             for name in order:
                 done = self.op(running[THROUGHPUT[name]], "throughput", tasks=p["tasks"],
@@ -278,9 +279,14 @@ class Suite:
                 if done:
                     rates[name].append(done["tasks"] / done["seconds"])
                     errors[name] += done["errors"]
+                    seen = callers[name]  # the worst round: p99 and worst wait, spread
+                    for key, worst in (("p99_ms", max), ("max_ms", max),
+                                       ("caller_min", min), ("caller_max", max)):
+                        if key in done:
+                            seen[key] = worst(seen.get(key, done[key]), done[key])
         contenders: dict[str, dict[str, Any]] = {
             name: {"label": LABELS[name], "per_s": median(rates[name]),
-                   "per_s_rounds": rates[name], "errors": errors[name]}
+                   "per_s_rounds": rates[name], "errors": errors[name], **callers[name]}
             for name in THROUGHPUT if rates[name]}
         pebble = contenders.get("pebble", {}).get("per_s")
         for stats in contenders.values():
