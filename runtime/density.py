@@ -136,6 +136,13 @@ class WarmSet:
             self.remove(worker)
         return gone
 
+    def of(self, key: str) -> list[WorkerProcess]:
+        """Idle workers of exactly installation `key`, out of the set."""
+        gone = list(self._by_key.get(key, ()))
+        for worker in gone:
+            self.remove(worker)
+        return gone
+
     def clear(self) -> list[WorkerProcess]:
         everyone = list(self._lru)
         self._lru.clear()

@@ -237,7 +237,9 @@ class Pool:
         """Kill the idle workers of exactly `key` (an installation removed); unlike retire,
         the key may be bound again (the account may install the app anew)."""
         with self._lock:
-            gone = [w for w in self.warm.matching(key) if w.app_key == key]
+            # Exactly `key`: matching() takes prefixes, and "app/82918" is a prefix of
+            # "app/829180", whose idle workers it would take out of the set and leave running.
+            gone = self.warm.of(key)
             self._forget_locked(gone)
         _kill(gone)
         return len(gone)

@@ -146,6 +146,16 @@ def test_a_timed_out_waiter_passes_a_late_slot_on(pool: Pool) -> None:
     serve(pool, "app-y/1")
 
 
+def test_dropping_an_installation_kills_its_idle_workers_only(pool: Pool) -> None:
+    kept = serve(pool, "app-x/10")  # "app-x/1" is a prefix of its key
+    dropped = serve(pool, "app-x/1")
+    assert pool.drop("app-x/1") == 1
+    assert [w.pid for w in pool.warm] == [kept]
+    assert serve(pool, "app-x/10") == kept
+    again = serve(pool, "app-x/1")  # the key may be bound again, and kept
+    assert again != dropped and serve(pool, "app-x/1") == again
+
+
 def test_stats_name_slots_idle_memory_and_waiters(pool: Pool) -> None:
     serve(pool, "app-x/1")
     assert set(pool.stats()) == {"bound", "idle", "busy", "spares", "waiting", "idle_mb"}
