@@ -144,12 +144,8 @@ class Engine:
             self._release_services()
             raise IsolationError("required isolation layers cannot be applied on this "
                                  "machine:\n" + "\n".join(missing))
-        self._pool = Pool(self._spawner, budget=config.workers, spares=spares,
-                          recycle_after=config.recycle_after, max_queue=config.max_queue,
-                          max_queue_per_app=config.max_queue_per_app,
-                          # half the CPU rlimit: a worker is replaced long before it bites
-                          recycle_cpu_ms=config.worker_cpu_seconds * 500.0,
-                          recycle_rss_kb=config.recycle_rss_mb << 10)
+        # budget, recycling, queues, caps per app and installation, the idle-memory cap
+        self._pool = Pool.from_config(self._spawner, config, spares=spares)
         # JSON escaping can make a logged character 6 bytes; errors are clipped in the worker.
         self._dispatcher = Dispatcher(
             pool=self._pool, services=services,

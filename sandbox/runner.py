@@ -69,13 +69,55 @@ def resolve_handler(namespace: dict[str, Any], name: str) -> Any:
     return found
 
 
-def invoke(compiled: CompiledHandler, name: str, payload: Any,
-           limits: Limits = Limits()) -> Invocation:
-    """Exec the module in a fresh namespace, call handler `name` on `payload`, and encode
-    the result. Anything the handler raises is a HandlerError, which carries the logs too.
+class Prepared:
+    """One invocation's module, run ahead of its call in a fresh namespace; used once."""
 
-    First, the process-wide caches an earlier invocation may have filled are emptied: what
-    one invocation does must not be observable by the next one in the same worker."""
+    __slots__ = ("compiled", "error", "limits", "logs", "namespace", "records")
+
+    def __init__(self, compiled: CompiledHandler, limits: Limits, logs: LogCapture,
+                 records: LogRecords, namespace: dict[str, Any],
+                 error: HandlerError | None) -> None:
+        self.compiled, self.limits, self.logs, self.records = compiled, limits, logs, records
+        self.namespace, self.error = namespace, error
+
+    def call(self, name: str, payload: Any) -> Invocation:
+        """Resolve handler `name`, call it on `payload` and encode the result, as `invoke`
+        does; an error the module body raised is raised here. Clears the namespace."""
+        logs, records = self.logs, self.records
+        try:
+            try:
+                if self.error is not None:
+                    raise self.error
+                handler = resolve_handler(self.namespace, name)
+                value = handler(payload)
+            except HandlerNotFound:
+                raise
+            except BaseException as exc:  # SystemExit and the like are handler errors too
+                raise handler_error(exc, self.compiled) from None
+            result = _encode(value, self.limits.max_result_bytes)
+        except (HandlerError, HandlerNotFound) as exc:
+            exc.logs = logs.text()
+            exc.log_records = records.result()
+            raise
+        finally:
+            self.discard()
+        return Invocation(result_json=result, logs=logs.text(), log_records=records.result())
+
+    def discard(self) -> None:
+        """Drop the namespace unused (it is never used again)."""
+        namespace = self.namespace
+        if namespace:
+            # A module's functions point back at its namespace: clearing it breaks those
+            # cycles, so refcounting frees the invocation now instead of a GC pass later.
+            namespace["__builtins__"].clear()
+            namespace.clear()
+
+
+def prepare(compiled: CompiledHandler, limits: Limits = Limits()) -> Prepared:
+    """The first half of an invocation, which a worker may run ahead of its request: empty
+    the process-wide caches an earlier invocation may have filled (what one invocation does
+    must not be observable by the next), then exec the module in a fresh namespace. An error
+    the module body raises is kept and raised by `Prepared.call`."""
     reset_shared_state()
     logs = LogCapture(limits.max_log_bytes)
     records = LogRecords(logs.write, limits.max_log_records, limits.max_log_bytes,
@@ -84,26 +126,20 @@ def invoke(compiled: CompiledHandler, name: str, payload: Any,
     # would name it: what getLogger(__name__) and a class's __module__ show.
     module_name = compiled.filename.rsplit(".", 1)[0].replace("/", ".")
     namespace = new_namespace(logs, module_name, records)
+    error = None
     try:
-        try:
-            exec(compiled.code, namespace)
-            handler = resolve_handler(namespace, name)
-            value = handler(payload)
-        except HandlerNotFound:
-            raise
-        except BaseException as exc:  # SystemExit and the like are handler errors too
-            raise handler_error(exc, compiled) from None
-        result = _encode(value, limits.max_result_bytes)
-    except (HandlerError, HandlerNotFound) as exc:
-        exc.logs = logs.text()
-        exc.log_records = records.result()
-        raise
-    finally:
-        # A module's functions point back at its namespace: clearing it breaks those cycles,
-        # so refcounting frees the invocation now instead of a GC pass in a later one.
-        namespace["__builtins__"].clear()
-        namespace.clear()
-    return Invocation(result_json=result, logs=logs.text(), log_records=records.result())
+        exec(compiled.code, namespace)
+    except BaseException as exc:  # SystemExit and the like are handler errors too
+        error = handler_error(exc, compiled)
+    return Prepared(compiled, limits, logs, records, namespace, error)
+
+
+def invoke(compiled: CompiledHandler, name: str, payload: Any,
+           limits: Limits = Limits()) -> Invocation:
+    """Exec the module in a fresh namespace, call handler `name` on `payload`, and encode
+    the result (`prepare`, then `Prepared.call`). Anything the handler raises is a
+    HandlerError, which carries the logs too."""
+    return prepare(compiled, limits).call(name, payload)
 
 
 def run_source(source: str, name: str, payload: Any, limits: Limits = Limits(),
