@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         floor = pipe_round_trip_us()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    rows = {"pipe_round_trip_us": floor,
+    rows: dict[str, Any] = {"pipe_round_trip_us": floor,
             "store_get": {"direct_us": direct_get, "from_handler_us": hosted_get,
                           "added_round_trips": (hosted_get - direct_get) / floor},
             "template_request": {"direct_httpx_us": direct_fetch,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipe round trip: {floor:.1f} us")
         for name in ("store_get", "template_request"):
             row = rows[name]
-            values = list(row.values())  # type: ignore[union-attr]
+            values = list(row.values())
             print(f"{name:17s} direct {values[0]:8.1f} us  from a handler {values[1]:8.1f} us  "
                   f"added {values[2]:5.1f} round trips")
     return 0

@@ -52,6 +52,11 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--results-ttl", type=float, help="seconds results stay readable")
     serve.add_argument("--handler-logs", choices=["attach", "separate", "off"])
     serve.add_argument("--token-file", type=Path, help="bearer tokens, one a line")
+    serve.add_argument("--cluster-redis", help="enqueue product events to the cluster on this "
+                       "Redis (`handlerbox worker` hosts run them) instead of in process")
+    serve.add_argument("--cluster-shards", type=int, help="the cluster's shard count (the "
+                       "same as its hosts')")
+    serve.add_argument("--cluster-namespace", help="the cluster's Redis key prefix")
     serve.add_argument("--metrics-public", action="store_true", default=None,
                        help="serve /metrics without a token")
     serve.set_defaults(func=run)
@@ -74,6 +79,12 @@ def settings(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any
         found["app_roots"] = [*found.get("app_roots", []), *args.app_root]
     if args.workers is not None:
         found["engine"] = {**found.get("engine", {}), "workers": args.workers}
+    if args.cluster_redis:
+        cluster = {**found.get("cluster", {}), "redis_url": args.cluster_redis}
+        for flag, key in (("cluster_shards", "shards"), ("cluster_namespace", "namespace")):
+            if getattr(args, flag) is not None:
+                cluster[key] = getattr(args, flag)
+        found["cluster"] = cluster
     tokens = list(found.get("tokens", []))
     if args.token_file:
         try:

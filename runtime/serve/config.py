@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
+from handlerbox.runtime.cluster.config import ClusterConfig
 from handlerbox.runtime.config import EngineConfig
 from handlerbox.runtime.errors import ConfigError
 from handlerbox.runtime.events import MAX_EXTERNAL_BODY, MAX_METHOD_PAYLOAD
@@ -72,6 +73,9 @@ class ServeConfig(EdgeModel):
     max_app_bytes: int = Field(default=50 * MIB, ge=1)
     handler_logs: Literal["attach", "separate", "off"] = "attach"
     metrics_public: bool = False
+    cluster: ClusterConfig | None = None
+    """Enqueue product events to a cluster (`handlerbox worker` hosts on Redis) instead of
+    running them in process; their results come back from the cluster's result store."""
 
     @model_validator(mode="after")
     def _one_database(self) -> ServeConfig:

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from handlerbox.runtime.app import App
+from handlerbox.runtime.cluster.errors import ClusterError
 from handlerbox.runtime.engine import Engine
 from handlerbox.runtime.errors import EngineClosed
 from handlerbox.runtime.payloads import payload_json_fast
@@ -45,6 +47,11 @@ MAX_ATTEMPTS = 5
 """How often an accepted (202) event is tried while the engine answers `overloaded` (its own
 queues are full, e.g. of server methods); the last answer is its result."""
 RETRY_MIN_S = 0.1
+
+
+CLUSTER_SLACK_S = 30.0
+"""How long past its execution timeout a cluster event may take to come back (queueing,
+redelivery after a host dies) before the job is retried."""
 
 
 def new_id() -> str:
@@ -70,6 +77,7 @@ class FrontDoor:
         self._apps: AppStore | None = None
         self._purger: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer: Any = None  # runtime.cluster.Producer, when events go to a cluster
 
     # -- parts, once started ---------------------------------------------------------------
 
@@ -135,6 +143,10 @@ class FrontDoor:
                 app = await asyncio.to_thread(self._apps.load_configured, path)
                 logs.event("app_loaded", app=app.name, version=app.version, path=path)
             self._hook_engine(engine)
+            if config.cluster is not None:
+                from handlerbox.runtime.cluster.producer import Producer
+
+                self._producer = Producer(config.cluster)
             self.queue.start()
             recovered = await self.journal.read(self.store.queued)
             for accepted in recovered:
@@ -183,6 +195,8 @@ class FrontDoor:
                 await self._purger
         if self._engine is not None and self._own_engine:
             await self._engine.aclose()
+        if self._producer is not None:
+            self._producer.close()
         if self._journal is not None:
             await self._journal.close()
         if self._database is not None:
@@ -329,11 +343,41 @@ class FrontDoor:
             return _failed(job, "not_subscribed", "AppNotLoaded",
                            f"{job.app} is not loaded (it was unloaded after the event was "
                            "accepted)")
+        if self._producer is not None:
+            return await self._through_cluster(app, job)
         try:
             return await self.engine.dispatch_async(app, job.payload)
         except EngineClosed:
             return _failed(job, "crashed", "EngineClosed", "the engine closed before the event "
                            "ran")
+
+
+    async def _through_cluster(self, app: App, job: Job) -> InvocationResult:
+        """Enqueue the event to the cluster and wait for its one result. The job id is the
+        event id, so a retry here or a replay after a restart enqueues the same event, which
+        the cluster runs once. A host that does not finish in time leaves it queued there:
+        the job ends `overloaded` and is retried like any overloaded event."""
+        producer = self._producer
+        try:
+            await producer.send_event_async(app.name, job.payload, event_id=job.id)
+        except ClusterError as exc:
+            return _failed(job, "overloaded", "ClusterUnavailable", str(exc)[:500])
+        give_up = time.monotonic() + app.execution_timeout + CLUSTER_SLACK_S
+        pause = 0.005
+        while True:
+            try:
+                result: InvocationResult | None = await producer.event_result_async(
+                    app.name, job.id)
+            except ClusterError as exc:
+                return _failed(job, "overloaded", "ClusterUnavailable", str(exc)[:500])
+            if result is not None:
+                return result
+            if time.monotonic() > give_up:
+                return _failed(job, "overloaded", "ClusterBusy", "no cluster host finished "
+                               f"the event within {app.execution_timeout + CLUSTER_SLACK_S:g} "
+                               "s; it stays queued in the cluster")
+            await asyncio.sleep(pause)  # results land in Redis: read again, backing off
+            pause = min(pause * 2, 0.2)
 
 
 def _failed(job: Job, outcome: str, kind: str, message: str) -> InvocationResult:
