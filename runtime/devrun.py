@@ -31,7 +31,6 @@ from handlerbox.sandbox.errors import CompileError, HandlerboxError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _BAD_INPUT_OUTCOMES = ("invalid_payload", "not_subscribed")
-DEV_NETWORKS = ["127.0.0.0/8", "::1/128"]
 
 
 class BadInput(Exception):
@@ -75,7 +74,11 @@ def main(args: argparse.Namespace) -> int:
                                code=exc.code)
     settings: dict[str, Any] = {"workers": 1, "database": str(_store(args))}
     if args.allow_http_localhost:
-        settings.update(allow_networks=DEV_NETWORKS, allow_http_hosts=["localhost"])
+        from handlerbox.runtime.services.http import NetworkPolicy
+
+        dev = NetworkPolicy.development()  # loopback reachable, http to localhost
+        settings.update(allow_networks=[str(n) for n in dev.allow_networks],
+                        allow_http_hosts=sorted(dev.allow_http_hosts))
     with Engine(spares=0, scheduler=False, schedule_min_lead_seconds=0, **settings) as engine:
         try:
             app = engine.load_app(args.app, request_timeout=args.request_timeout,

@@ -100,10 +100,6 @@ class Admission:
 
     # -- slots -----------------------------------------------------------------------------
 
-    def may_run(self, key: str, app: str) -> bool:
-        return (self.running < self.budget and self.by_app.get(app, 0) < self.per_app
-                and self.by_installation.get(key, 0) < self.per_installation)
-
     def admit(self, key: str) -> bool:
         """Take a slot for `key` if one is free for it now (every dispatch: kept inline)."""
         app = key.partition("/")[0]

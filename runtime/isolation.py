@@ -32,6 +32,7 @@ from typing import Any
 # proctitle is imported here, so in the zygote before any fork: its C extension links a
 # library outside the interpreter's trees, which Landlock hides from workers.
 from handlerbox.runtime import landlock, limits, proctitle  # noqa: F401
+from handlerbox.runtime.errors import IsolationError
 from handlerbox.runtime.seccomp import Filter
 
 LAYERS = ("close_fds", "netns", "uid_drop", "pdeathsig", "no_new_privs", "rlimits",
@@ -44,7 +45,7 @@ _NOBODY = 65534
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class Unavailable(Exception):
+class Unavailable(IsolationError):
     """A layer cannot be applied on this machine; the message says why."""
 
 

@@ -26,11 +26,6 @@ def set_title(text: str) -> None:
         pass
 
 
-def get_title() -> str:
-    """This process's current title."""
-    return str(setproctitle.getproctitle())
-
-
 def available() -> bool:
     """Whether setproctitle's C extension loaded (without it titles do not change)."""
     return hasattr(setproctitle, "_setproctitle")
